@@ -1,0 +1,45 @@
+"""The ASGI aliases Starlette exports, kept for code that annotates with them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from triolette.requests import Request
+    from triolette.responses import Response
+    from triolette.websockets import WebSocket
+
+__all__ = [
+    "ASGIApp",
+    "AppType",
+    "ExceptionHandler",
+    "HTTPExceptionHandler",
+    "Lifespan",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "StatefulLifespan",
+    "StatelessLifespan",
+    "WebSocketExceptionHandler",
+]
+
+AppType = TypeVar("AppType")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+StatelessLifespan = Callable[[AppType], AbstractAsyncContextManager[None]]
+StatefulLifespan = Callable[[AppType], AbstractAsyncContextManager[Mapping[str, Any]]]
+Lifespan = StatelessLifespan[AppType] | StatefulLifespan[AppType]
+
+HTTPExceptionHandler = Callable[["Request", Exception], "Response | Awaitable[Response]"]
+WebSocketExceptionHandler = Callable[["WebSocket", Exception], Awaitable[None]]
+ExceptionHandler = HTTPExceptionHandler | WebSocketExceptionHandler
