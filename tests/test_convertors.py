@@ -1,0 +1,153 @@
+import math
+import re
+import uuid
+
+import pytest
+
+from triolette import convertors
+from triolette.convertors import (
+    CONVERTOR_TYPES,
+    Convertor,
+    FloatConvertor,
+    IntegerConvertor,
+    PathConvertor,
+    StringConvertor,
+    UUIDConvertor,
+    register_url_convertor,
+)
+
+
+def test_all_is_sorted():
+    assert convertors.__all__ == sorted(convertors.__all__)
+    for name in convertors.__all__:
+        assert hasattr(convertors, name)
+
+
+def test_default_convertor_types():
+    assert set(CONVERTOR_TYPES) == {"str", "path", "int", "float", "uuid"}
+    assert isinstance(CONVERTOR_TYPES["str"], StringConvertor)
+    assert isinstance(CONVERTOR_TYPES["path"], PathConvertor)
+    assert isinstance(CONVERTOR_TYPES["int"], IntegerConvertor)
+    assert isinstance(CONVERTOR_TYPES["float"], FloatConvertor)
+    assert isinstance(CONVERTOR_TYPES["uuid"], UUIDConvertor)
+
+
+UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+
+
+@pytest.mark.parametrize(
+    ("convertor", "text", "matches"),
+    [
+        (StringConvertor(), "abc", True),
+        (StringConvertor(), "a b", True),
+        (StringConvertor(), "a/b", False),
+        (StringConvertor(), "", False),
+        (PathConvertor(), "a/b/c", True),
+        (PathConvertor(), "", True),
+        (IntegerConvertor(), "0042", True),
+        (IntegerConvertor(), "-1", False),
+        (IntegerConvertor(), "1.5", False),
+        (FloatConvertor(), "1", True),
+        (FloatConvertor(), "1.25", True),
+        (FloatConvertor(), "1.", False),
+        (FloatConvertor(), "-1.5", False),
+        (FloatConvertor(), "1e5", False),
+        (UUIDConvertor(), UUID, True),
+        (UUIDConvertor(), UUID.replace("-", "").upper(), True),
+        (UUIDConvertor(), UUID[:-1], False),
+        (UUIDConvertor(), UUID[:-1] + "g", False),
+    ],
+)
+def test_regex(convertor, text, matches):
+    assert (re.fullmatch(convertor.regex, text) is not None) is matches
+
+
+@pytest.mark.parametrize(
+    ("convertor", "text", "value"),
+    [
+        (StringConvertor(), "abc", "abc"),
+        (PathConvertor(), "a/b", "a/b"),
+        (IntegerConvertor(), "0042", 42),
+        (FloatConvertor(), "1.25", 1.25),
+        (FloatConvertor(), "3", 3.0),
+        (UUIDConvertor(), UUID.replace("-", ""), uuid.UUID(UUID)),
+    ],
+)
+def test_convert(convertor, text, value):
+    assert convertor.convert(text) == value
+    assert type(convertor.convert(text)) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("convertor", "value", "text"),
+    [
+        (StringConvertor(), "abc", "abc"),
+        (StringConvertor(), 12, "12"),
+        (PathConvertor(), "a/b", "a/b"),
+        (PathConvertor(), "", ""),
+        (IntegerConvertor(), 42, "42"),
+        (IntegerConvertor(), "7", "7"),
+        (IntegerConvertor(), 0, "0"),
+        (FloatConvertor(), 1.25, "1.25"),
+        (FloatConvertor(), 3.0, "3"),
+        (FloatConvertor(), 0.0, "0"),
+        (FloatConvertor(), 0.00001, "0.00001"),
+        (FloatConvertor(), 1e20, "100000000000000000000"),
+        (UUIDConvertor(), uuid.UUID(UUID), UUID),
+    ],
+)
+def test_to_string(convertor, value, text):
+    assert convertor.to_string(value) == text
+
+
+@pytest.mark.parametrize(
+    ("convertor", "value", "message"),
+    [
+        (StringConvertor(), "a/b", r"may not contain '/', got 'a/b'; use a 'path' parameter"),
+        (StringConvertor(), "", r"A 'str' path parameter must not be empty\."),
+        (IntegerConvertor(), -1, r"An 'int' path parameter must not be negative, got -1\."),
+        (FloatConvertor(), math.nan, r"A 'float' path parameter must not be NaN\."),
+        (FloatConvertor(), math.inf, r"A 'float' path parameter must be finite, got inf\."),
+        (FloatConvertor(), -math.inf, r"A 'float' path parameter must be finite, got -inf\."),
+        (FloatConvertor(), -0.5, r"A 'float' path parameter must not be negative, got -0.5\."),
+    ],
+)
+def test_to_string_rejects(convertor, value, message):
+    with pytest.raises(ValueError, match=message):
+        convertor.to_string(value)
+
+
+def test_float_round_trip_matches_its_own_regex():
+    for value in (0.1, 2.5, 123.456, 1e-7, 12345678.0):
+        text = FloatConvertor().to_string(value)
+        assert re.fullmatch(FloatConvertor.regex, text)
+        assert math.isclose(FloatConvertor().convert(text), value)
+
+
+def test_base_convertor_is_abstract():
+    with pytest.raises(NotImplementedError):
+        Convertor[int]().convert("1")
+    with pytest.raises(NotImplementedError):
+        Convertor[int]().to_string(1)
+
+
+def test_register_url_convertor(monkeypatch):
+    monkeypatch.setattr(convertors, "CONVERTOR_TYPES", dict(CONVERTOR_TYPES))
+
+    class DateConvertor(Convertor[str]):
+        regex = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+
+        def convert(self, value: str) -> str:
+            return value
+
+        def to_string(self, value: str) -> str:
+            return value
+
+    date = DateConvertor()
+    register_url_convertor("date", date)
+    assert convertors.CONVERTOR_TYPES["date"] is date
+    assert "date" not in CONVERTOR_TYPES
+    # A second registration under the same key replaces the first.
+    other = DateConvertor()
+    register_url_convertor("date", other)
+    assert convertors.CONVERTOR_TYPES["date"] is other
