@@ -1,0 +1,151 @@
+"""A limit on the size of request bodies: 413 Content Too Large beyond it."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from triolette.exceptions import HTTPException
+from triolette.middleware._headers import request_header
+from triolette.responses import PlainTextResponse
+from triolette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["RequestBodyLimitMiddleware", "RequestBodyLimitResponder"]
+
+#: The scope key holding the limit in force, for code that wants to read it.
+MAX_BODY_SIZE_SCOPE_KEY: Final = "triolette.max_body_size"
+_RESPONDER_SCOPE_KEY: Final = "triolette._body_limit_responder"
+_MISSING: Final = object()
+
+
+class _RequestBodyTooLarge(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="Content Too Large")
+
+
+class _ResponseReplaced(Exception):
+    """The app's response was replaced by a 413; unwinds the app without a second response."""
+
+
+class RequestBodyLimitMiddleware:
+    """Answers 413 "Content Too Large" to requests whose body exceeds ``max_body_size`` bytes.
+
+    A declared Content-Length over the limit is refused before any of the body is read; a
+    body without one is counted as it is read, and refused at the chunk that crosses the
+    limit. Nested limits (app, Mount, Route) do not stack: the innermost one applies.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+        if max_body_size < 0:
+            raise ValueError(f"max_body_size must be a non-negative number of bytes, got {max_body_size!r}")
+        self.app = app
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await RequestBodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
+
+
+class RequestBodyLimitResponder:
+    """Runs the app for one request, counting the body bytes it receives against ``max_body_size``.
+
+    If an outer responder is already counting this request's body, this one only replaces
+    its limit, so that the innermost limit is the one that applies.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+        self._scope: Scope | None = None
+        self._receive: Receive | None = None
+        self._send: Send | None = None
+        self.content_length: int | None = None
+        self.total_size = 0
+        self.response_started = False
+
+    @property
+    def scope(self) -> Scope:
+        """The request's scope, once the responder has been called."""
+        if self._scope is None:
+            raise RuntimeError(_NOT_CALLED.format("scope"))
+        return self._scope
+
+    @property
+    def receive(self) -> Receive:
+        """The server's ``receive``, once the responder has been called."""
+        if self._receive is None:
+            raise RuntimeError(_NOT_CALLED.format("receive"))
+        return self._receive
+
+    @property
+    def send(self) -> Send:
+        """The server's ``send``, once the responder has been called."""
+        if self._send is None:
+            raise RuntimeError(_NOT_CALLED.format("send"))
+        return self._send
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        previous_limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY, _MISSING)
+        scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
+
+        outer = scope.get(_RESPONDER_SCOPE_KEY)
+        if isinstance(outer, RequestBodyLimitResponder):
+            # An outer limit counts this body already; the inner limit replaces it.
+            outer.max_body_size = self.max_body_size
+            if outer.total_size > self.max_body_size:
+                raise _RequestBodyTooLarge
+            await self.app(scope, receive, send)
+            return
+
+        self._scope, self._receive, self._send = scope, receive, send
+        self.content_length = _content_length(scope)
+        scope[_RESPONDER_SCOPE_KEY] = self
+        try:
+            await self.app(scope, self.receive_with_limit, self.send_with_limit)
+        except _RequestBodyTooLarge:
+            if self.response_started:
+                raise
+            await _too_large(scope, receive, send)
+        except _ResponseReplaced:
+            pass
+        finally:
+            scope.pop(_RESPONDER_SCOPE_KEY, None)
+            if previous_limit is _MISSING:
+                scope.pop(MAX_BODY_SIZE_SCOPE_KEY, None)
+            else:
+                scope[MAX_BODY_SIZE_SCOPE_KEY] = previous_limit
+
+    async def receive_with_limit(self) -> Message:
+        """The ``receive`` the app sees: raises a 413 ``HTTPException`` once the body is over the limit."""
+        if self.content_length is not None and self.content_length > self.max_body_size:
+            raise _RequestBodyTooLarge
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.total_size += len(message.get("body", b""))
+            if self.total_size > self.max_body_size:
+                raise _RequestBodyTooLarge
+        return message
+
+    async def send_with_limit(self, message: Message) -> None:
+        """The ``send`` the app sees: a response to a request declared too large becomes the 413."""
+        if message["type"] == "http.response.start":
+            self.response_started = True
+            if self.content_length is not None and self.content_length > self.max_body_size:
+                await _too_large(self.scope, self.receive, self.send)
+                raise _ResponseReplaced
+        await self.send(message)
+
+
+_NOT_CALLED = "RequestBodyLimitResponder.{} is not set until the responder is called as an ASGI app"
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    await PlainTextResponse("Content Too Large", status_code=413)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = request_header(scope, b"content-length")
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
