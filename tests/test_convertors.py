@@ -17,8 +17,13 @@ from triolette.convertors import (
 )
 
 
+def ruff_sorted(names):
+    """The order ruff's RUF022 wants: SCREAMING_CASE, then CamelCase, then the rest."""
+    return sorted(names, key=lambda name: (0 if name.isupper() else 1 if name[:1].isupper() else 2, name))
+
+
 def test_all_is_sorted():
-    assert convertors.__all__ == sorted(convertors.__all__)
+    assert convertors.__all__ == ruff_sorted(convertors.__all__)
     for name in convertors.__all__:
         assert hasattr(convertors, name)
 

@@ -9,8 +9,13 @@ from triolette.exceptions import TrioletteDeprecationWarning
 CONSTANTS = [name for name in status.__all__ if re.fullmatch(r"(HTTP|WS)_\d+_[A-Z0-9_]+", name)]
 
 
+def ruff_sorted(names):
+    """The order ruff's RUF022 wants: SCREAMING_CASE, then CamelCase, then the rest."""
+    return sorted(names, key=lambda name: (0 if name.isupper() else 1 if name[:1].isupper() else 2, name))
+
+
 def test_all_is_sorted_and_holds_only_constants():
-    assert status.__all__ == sorted(status.__all__)
+    assert status.__all__ == ruff_sorted(status.__all__)
     assert status.__all__ == CONSTANTS
 
 
