@@ -89,6 +89,7 @@ class CORSMiddleware:
         ]
         # With credentials, even "allow any origin" must name the caller's origin.
         self._mirror_origin_always = allow_all_origins and allow_credentials
+        self._simple_raw_without_origin = [pair for pair in self._simple_raw if pair[0] != _ALLOW_ORIGIN]
         self._simple_names = frozenset(name for name, _ in self._simple_raw)
         self._simple_names_and_origin = self._simple_names | {_ALLOW_ORIGIN}
 
@@ -189,7 +190,8 @@ class CORSMiddleware:
             if self._mirror_origin_always or (
                 not self.allow_all_origins and self.is_allowed_origin(origin.decode("latin-1"))
             ):
-                added, replaced = [*added, (_ALLOW_ORIGIN, origin)], self._simple_names_and_origin
+                added = [*self._simple_raw_without_origin, (_ALLOW_ORIGIN, origin)]
+                replaced = self._simple_names_and_origin
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -225,15 +225,18 @@ async def unattached_send(message: Message) -> NoReturn:
 
 def _accepts_gzip(accept_encoding: bytes | None) -> bool:
     """Whether an Accept-Encoding value lists gzip with a non-zero quality."""
-    if not accept_encoding or b"gzip" not in accept_encoding:
+    if not accept_encoding:
+        return False
+    accept_encoding = accept_encoding.lower()
+    if b"gzip" not in accept_encoding:
         return False
     for item in accept_encoding.split(b","):
         coding, _, params = item.partition(b";")
-        if coding.strip().lower() != b"gzip":
+        if coding.strip() != b"gzip":
             continue
         for param in params.split(b";"):
             key, _, value = param.partition(b"=")
-            if key.strip().lower() == b"q":
+            if key.strip() == b"q":
                 try:
                     return float(value) > 0
                 except ValueError:
