@@ -638,25 +638,28 @@ class Headers(Mapping[str, str]):
         raw: list[tuple[bytes, bytes]] | None = None,
         scope: MutableMapping[str, Any] | None = None,
     ) -> None:
-        given = [
-            name for name, arg in (("headers", headers), ("raw", raw), ("scope", scope)) if arg is not None
-        ]
-        if len(given) > 1:
+        if (headers is not None) + (raw is not None) + (scope is not None) > 1:
+            given = [
+                name
+                for name, arg in (("headers", headers), ("raw", raw), ("scope", scope))
+                if arg is not None
+            ]
             raise TypeError(
                 f"Pass at most one of 'headers', 'raw' and 'scope' to {type(self).__name__}(), "
                 f"got {' and '.join(given)}."
             )
         self._list: list[tuple[bytes, bytes]]
-        if headers is not None:
-            self._list = [(_header_key(key), value.encode("latin-1")) for key, value in headers.items()]
-        elif raw is not None:
-            self._list = raw
-        elif scope is not None:
+        # Built on every request from the scope: no copy, no decoding.
+        if scope is not None:
             scope_headers = scope["headers"]
-            if not isinstance(scope_headers, list):
+            if type(scope_headers) is not list:
                 # Servers may send a tuple or other iterable; make it a list we can share.
                 scope_headers = scope["headers"] = list(scope_headers)
             self._list = scope_headers
+        elif raw is not None:
+            self._list = raw
+        elif headers is not None:
+            self._list = [(_header_key(key), value.encode("latin-1")) for key, value in headers.items()]
         else:
             self._list = []
 
@@ -692,14 +695,14 @@ class Headers(Mapping[str, str]):
     def get(self, key: str, /, default: _T) -> str | _T: ...
 
     def get(self, key: str, /, default: Any = None) -> Any:
-        wanted = _header_key(key)
+        wanted = key.lower().encode("latin-1")
         for name, value in self._list:
             if name == wanted:
                 return value.decode("latin-1")
         return default
 
     def __getitem__(self, key: str) -> str:
-        wanted = _header_key(key)
+        wanted = key.lower().encode("latin-1")
         for name, value in self._list:
             if name == wanted:
                 return value.decode("latin-1")
@@ -708,8 +711,12 @@ class Headers(Mapping[str, str]):
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
-        wanted = _header_key(key)
-        return any(name == wanted for name, _ in self._list)
+        wanted = key.lower().encode("latin-1")
+        # A plain loop: any() over a generator is about 2.5x slower, and this runs per request.
+        for name, _ in self._list:  # noqa: SIM110
+            if name == wanted:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[str]:
         return (key.decode("latin-1") for key, _ in self._list)
