@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import pytest
+import trio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from triolette.applications import Triolette
+from triolette.middleware import Middleware
+from triolette.middleware.opentelemetry import OpenTelemetryMiddleware
+from triolette.requests import Request
+from triolette.responses import PlainTextResponse, Response
+from triolette.routing import Mount, Route
+from triolette.testclient import TestClient
+from triolette.types import Message, Receive, Scope, Send
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def user(request: Request) -> Response:
+    return PlainTextResponse(f"user {request.path_params}")
+
+
+def fail(request: Request) -> Response:
+    raise ValueError("boom")
+
+
+def server_error(request: Request) -> Response:
+    return PlainTextResponse("down", status_code=503)
+
+
+async def static_like(scope: Scope, receive: Receive, send: Send) -> None:
+    await PlainTextResponse("static")(scope, receive, send)
+
+
+def make_app(provider: TracerProvider, **options: Any) -> Triolette:
+    return Triolette(
+        routes=[
+            Route("/users/{id:int}", user),
+            Route("/fail", fail),
+            Route("/down", server_error),
+            Mount("/api", routes=[Route("/items/{name}", user, name="item")]),
+            Mount("/static", app=static_like),
+        ],
+        middleware=[Middleware(OpenTelemetryMiddleware, tracer_provider=provider, **options)],
+    )
+
+
+def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 1
+    return spans[0]
+
+
+def test_span_for_a_request(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    client = TestClient(make_app(provider))
+    response = client.get("/users/42?verbose=1", headers={"user-agent": "tests/1.0"})
+    assert response.status_code == 200
+    span = only_span(exporter)
+    assert span.name == "GET /users/{id}"
+    assert span.kind is SpanKind.SERVER
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes is not None
+    assert dict(span.attributes) == {
+        "http.request.method": "GET",
+        "url.path": "/users/42",
+        "url.scheme": "http",
+        "url.query": "verbose=1",
+        "server.address": "testserver",
+        "server.port": 80,
+        "network.protocol.version": "1.1",
+        "client.address": "testclient",
+        "user_agent.original": "tests/1.0",
+        "http.response.status_code": 200,
+        "http.route": "/users/{id}",
+    }
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == "triolette"
+
+
+def test_mounted_routes_keep_their_prefix(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    client = TestClient(make_app(provider))
+    client.get("/api/items/spoon")
+    assert only_span(exporter).name == "GET /api/items/{name}"
+    exporter.clear()
+    client.get("/static/app.css")
+    assert only_span(exporter).name == "GET /static"
+
+
+def test_unmatched_route_keeps_the_method_name(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    TestClient(make_app(provider)).get("/nowhere")
+    span = only_span(exporter)
+    assert span.name == "GET"
+    assert span.attributes is not None
+    assert "http.route" not in span.attributes
+    assert span.attributes["http.response.status_code"] == 404
+
+
+def test_server_errors_mark_the_span(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    client = TestClient(make_app(provider))
+    client.get("/down")
+    span = only_span(exporter)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "503"
+
+
+def test_exceptions_are_recorded(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    client = TestClient(make_app(provider), raise_server_exceptions=False)
+    assert client.get("/fail").status_code == 500
+    span = only_span(exporter)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] in ("ValueError", "500")
+    assert span.name == "GET /fail"
+
+
+@pytest.mark.parametrize("excluded", ["/users/.*,/health", ["/users/"], "  ,/users/"])
+def test_excluded_urls(provider: TracerProvider, exporter: InMemorySpanExporter, excluded: Any) -> None:
+    client = TestClient(make_app(provider, excluded_urls=excluded))
+    client.get("/users/1")
+    assert exporter.get_finished_spans() == ()
+    client.get("/down")
+    assert len(exporter.get_finished_spans()) == 1
+
+
+def test_incoming_trace_context_is_the_parent(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    TestClient(make_app(provider)).get("/users/1", headers={"traceparent": traceparent})
+    span = only_span(exporter)
+    assert span.parent is not None
+    assert span.parent.span_id == 0xB7AD6B7169203331
+    assert span.context is not None
+    assert span.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+
+
+def http_scope(method: str = "GET", **extra: Any) -> Scope:
+    scope: Scope = {"type": "http", "method": method, "path": "/x", "headers": [], "query_string": b""}
+    scope.update(extra)
+    return scope
+
+
+async def test_nested_middleware_records_one_span(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    nested = OpenTelemetryMiddleware(OpenTelemetryMiddleware(app, tracer_provider=provider), tracer_provider=provider)
+    scope = http_scope(server=("example.com", 8080))
+    await nested(scope, receive_nothing, Sink())
+    span = only_span(exporter)
+    assert span.attributes is not None
+    assert span.attributes["server.address"] == "example.com"
+    assert span.attributes["server.port"] == 8080
+    assert "triolette.opentelemetry" not in scope
+
+
+async def test_unusual_method_is_kept_as_the_original(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    await OpenTelemetryMiddleware(app, tracer_provider=provider)(http_scope("get"), receive_nothing, Sink())
+    span = only_span(exporter)
+    assert span.attributes is not None
+    assert span.attributes["http.request.method"] == "GET"
+    assert span.attributes["http.request.method_original"] == "get"
+    assert "server.address" not in span.attributes
+
+
+async def test_span_ends_when_the_request_is_cancelled(
+    provider: TracerProvider, exporter: InMemorySpanExporter, autojump_clock: Any
+) -> None:
+    started = trio.Event()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        started.set()
+        await trio.sleep_forever()
+
+    middleware = OpenTelemetryMiddleware(slow, tracer_provider=provider)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(middleware, http_scope(), receive_nothing, Sink())
+            await started.wait()
+            assert exporter.get_finished_spans() == ()
+            nursery.cancel_scope.cancel(reason="client disconnected")
+    span = only_span(exporter)
+    # Cancellation is not a server error.
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes is not None
+    assert "error.type" not in span.attributes
+    assert span.end_time is not None
+
+
+async def test_other_scopes_and_noop_provider_pass_through(exporter: InMemorySpanExporter) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    await OpenTelemetryMiddleware(app)({"type": "lifespan"}, receive_nothing, Sink())
+    await OpenTelemetryMiddleware(app, tracer_provider=trace.NoOpTracerProvider())(http_scope(), receive_nothing, Sink())
+    assert seen == ["lifespan", "http"]
+
+
+def test_route_without_a_path_format_gives_no_route(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    from triolette.middleware.opentelemetry import _route_template
+
+    assert _route_template({"route": object()}) is None
+    assert _route_template({"route": Route("/", user), "root_path": "/"}) == "/"
+
+
+def test_missing_opentelemetry_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.delitem(sys.modules, "triolette.middleware.opentelemetry")
+    with pytest.raises(ModuleNotFoundError, match=r"pip install triolette\[opentelemetry\]"):
+        importlib.import_module("triolette.middleware.opentelemetry")
+
+
+async def receive_nothing() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
