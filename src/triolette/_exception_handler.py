@@ -1,0 +1,77 @@
+"""Finding and running the exception handler for an exception an endpoint raised."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from triolette._scope import INTERNAL_EXCEPTIONS, get_request_scope
+from triolette._utils import is_async_callable
+from triolette.concurrency import run_in_threadpool
+from triolette.exceptions import HTTPException
+from triolette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from triolette.requests import Request
+    from triolette.websockets import WebSocket
+
+ExceptionHandlers = dict[Any, ExceptionHandler]
+StatusHandlers = dict[int, ExceptionHandler]
+
+HANDLERS_KEY = "triolette.exception_handlers"
+
+
+def lookup_handler(scope: Scope, exc: BaseException) -> ExceptionHandler | None:
+    """The handler registered for ``exc``: by status code for HTTPException, then by class."""
+    handlers = scope.get(HANDLERS_KEY)
+    if handlers is None or not isinstance(exc, Exception):
+        return None
+    exception_handlers, status_handlers = handlers
+    if isinstance(exc, HTTPException):
+        handler = status_handlers.get(exc.status_code)
+        if handler is not None:
+            return handler  # type: ignore[no-any-return]
+    for cls in type(exc).__mro__:
+        if cls in exception_handlers:
+            return exception_handlers[cls]  # type: ignore[no-any-return]
+    return None
+
+
+async def call_handler(handler: ExceptionHandler, conn: Request | WebSocket, exc: Exception) -> Any:
+    if is_async_callable(handler):
+        return await handler(conn, exc)  # type: ignore[arg-type]
+    return await run_in_threadpool(handler, conn, exc)  # type: ignore[arg-type]
+
+
+def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket) -> ASGIApp:
+    """Run ``app``; answer an exception it raises with the handler registered for it."""
+
+    async def wrapped_app(scope: Scope, receive: Receive, send: Send) -> None:
+        rs = get_request_scope(scope)
+        started = False
+        if rs is None or getattr(send, "__self__", None) is not rs:
+
+            async def tracking_send(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                await send(message)
+
+            sender = tracking_send
+        else:
+            sender = send
+        try:
+            await app(scope, receive, sender)
+        except Exception as exc:
+            if isinstance(exc, INTERNAL_EXCEPTIONS):
+                raise
+            handler = lookup_handler(scope, exc)
+            if handler is None:
+                raise
+            if started or (sender is send and rs is not None and rs.response_started):
+                raise RuntimeError("Caught handled exception, but response already started.") from exc
+            response = await call_handler(handler, conn, exc)
+            if response is not None:
+                await response(scope, receive, sender)
+            exc.__traceback__ = None  # a reused exception instance would collect tracebacks
+
+    return wrapped_app

@@ -1,0 +1,550 @@
+"""The RequestScope: one per ASGI call, the request's task group and its rules.
+
+It owns, for one HTTP request or WebSocket connection (DESIGN.md sections 2-3):
+
+- the request nursery (``request.nursery``), whose cancel scope carries the
+  request's deadline and is cancelled with reason ``"client disconnected"``;
+- the server's ``receive()``: exactly one task reads it at a time. The endpoint reads
+  directly while it consumes the body; a disconnect watcher task listens only while
+  nobody else reads, and buffers what it had to take so that nothing is lost;
+- the server's ``send()``: it records when the response starts and completes, drops
+  messages once the client has gone, and arms a send-timeout watchdog for long sends;
+- the request body limits (size and time).
+
+The common path costs one nursery and one task, the floor DESIGN.md section 6 accepts:
+the watcher creates its own cancel scope only if it runs while the app is still running.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+import trio
+
+from triolette.exceptions import HTTPException
+from triolette.types import ASGIApp, Message, Receive, Scope, Send
+
+SCOPE_KEY = "triolette.request_scope"
+
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_SEND_TIMEOUT = 30.0
+DEFAULT_WS_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+_LONG_SEND = 64 * 1024  # a body chunk at least this big, or with more to come, arms the watchdog
+
+LateErrorHandler = Callable[["RequestScope", BaseException], Awaitable[bool]]
+
+_HTTP_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class RequestSettings:
+    """What an application decides for each of its requests; built once, at startup."""
+
+    __slots__ = (
+        "body_timeout",
+        "cancel_on_disconnect",
+        "late_error_handler",
+        "max_body_size",
+        "send_timeout",
+        "timeout",
+        "ws_max_message_size",
+    )
+
+    def __init__(
+        self,
+        *,
+        cancel_on_disconnect: bool = True,
+        timeout: float | None = None,
+        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        ws_max_message_size: int | None = DEFAULT_WS_MAX_MESSAGE_SIZE,
+        late_error_handler: LateErrorHandler | None = None,
+    ) -> None:
+        self.cancel_on_disconnect = cancel_on_disconnect
+        self.timeout = check_timeout("timeout", timeout)
+        self.max_body_size = check_size("max_body_size", max_body_size)
+        self.body_timeout = check_timeout("body_timeout", body_timeout)
+        self.send_timeout = check_timeout("send_timeout", send_timeout)
+        self.ws_max_message_size = check_size("ws_max_message_size", ws_max_message_size)
+        self.late_error_handler = late_error_handler
+
+
+def check_timeout(name: str, value: float | None) -> float | None:
+    """Validate a timeout option: None (no limit) or a positive number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isnan(value):
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def check_size(name: str, value: int | None) -> int | None:
+    """Validate a size option: None (no limit) or a non-negative whole number of bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of bytes or None, got {value!r}")
+    return value
+
+
+def get_request_scope(scope: Scope) -> RequestScope | None:
+    """The RequestScope running this ASGI scope, if any."""
+    rs: RequestScope | None = scope.get(SCOPE_KEY)
+    return rs
+
+
+class ClientGone(Exception):
+    """Internal: a WebSocket send after the client disconnected (websockets turn it into
+    WebSocketDisconnect; it never escapes a RequestScope)."""
+
+
+class ResponseReplaced(Exception):
+    """Internal: the response was replaced by a 413 because Content-Length is over the limit."""
+
+
+INTERNAL_EXCEPTIONS = (ClientGone, ResponseReplaced)
+
+_TOO_LARGE_START: Message = {
+    "type": "http.response.start",
+    "status": 413,
+    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"17")],
+}
+_TOO_LARGE_BODY: Message = {"type": "http.response.body", "body": b"Content Too Large"}
+
+
+class RequestScope:
+    """The task group and receive/send control for one ASGI call; see the module docstring."""
+
+    __slots__ = (
+        "_background_scope",
+        "_body_deadline",
+        "_body_received",
+        "_buffer",
+        "_buffered",
+        "_declared_length",
+        "_disconnect",
+        "_holdoff",
+        "_read_done",
+        "_reading",
+        "_sending_since",
+        "_server_receive",
+        "_server_send",
+        "_stop_watcher",
+        "_wake_watcher",
+        "_watcher_scope",
+        "_watchdog_armed",
+        "app_cancelled",
+        "asgi_scope",
+        "body_cache",
+        "body_complete",
+        "body_consumed",
+        "body_timeout",
+        "cancel_on_disconnect",
+        "disconnected",
+        "is_websocket",
+        "max_body_size",
+        "nursery",
+        "response_complete",
+        "response_started",
+        "send_timeout",
+        "settings",
+        "start_time",
+        "timed_out",
+        "ws_max_message_size",
+    )
+
+    nursery: trio.Nursery
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, settings: RequestSettings) -> None:
+        self.asgi_scope = scope
+        self.settings = settings
+        self.is_websocket = scope["type"] == "websocket"
+        self._server_receive = receive
+        self._server_send = send
+        self.cancel_on_disconnect = settings.cancel_on_disconnect
+        self.max_body_size = settings.max_body_size
+        self.body_timeout = settings.body_timeout
+        self.send_timeout = settings.send_timeout
+        self.ws_max_message_size = settings.ws_max_message_size
+        self.start_time = 0.0
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+        self.body_complete = False
+        self.body_consumed = False
+        self.body_cache: bytes | None = None
+        self.app_cancelled = False
+        self.timed_out = False
+        self._buffer: deque[Message] = deque()
+        self._buffered = 0
+        self._body_received = 0
+        self._body_deadline = math.inf
+        self._declared_length: int | None = -1  # -1: not looked up yet
+        self._holdoff = 0
+        self._reading = False
+        self._read_done: trio.Event | None = None
+        self._wake_watcher: trio.Event | None = None
+        self._watcher_scope: trio.CancelScope | None = None
+        self._stop_watcher = False
+        self._disconnect: Message = _HTTP_DISCONNECT
+        self._sending_since: float | None = None
+        self._watchdog_armed = False
+        self._background_scope: trio.CancelScope | None = None
+
+    # -- running the call ------------------------------------------------------------
+
+    async def run(self, app: ASGIApp) -> None:
+        """Run ``app`` for this ASGI call inside the request nursery; see DESIGN.md section 3."""
+        scope = self.asgi_scope
+        scope[SCOPE_KEY] = self
+        timeout = self.settings.timeout
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if timeout is not None:
+                    self.start_time = trio.current_time()
+                    nursery.cancel_scope.deadline = self.start_time + timeout
+                nursery.start_soon(self._watch)
+                try:
+                    await app(scope, self.receive, self.send)
+                except trio.Cancelled:
+                    self.app_cancelled = True
+                    raise
+                except (ClientGone, ResponseReplaced):
+                    pass
+                if len(nursery.child_tasks) == 1:  # only the watcher is left
+                    nursery.cancel_scope.cancel(reason="request complete")
+                else:
+                    self.stop_watching()
+        except BaseExceptionGroup as group:
+            await self._fail(group)
+        if self.app_cancelled and not self.disconnected:
+            await self._after_cancel()
+
+    async def _after_cancel(self) -> None:
+        cs = self.nursery.cancel_scope
+        if not cs.cancelled_caught or trio.current_time() < cs.deadline:
+            return
+        self.timed_out = True
+        if not self.response_started and not self.is_websocket:
+            timeout = cs.deadline - self.start_time
+            body = f"Request timed out after {timeout:g} s".encode()
+            await self._send_quietly(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await self._send_quietly({"type": "http.response.body", "body": body})
+        elif self.is_websocket and self.response_started and not self.response_complete:
+            await self._send_quietly({"type": "websocket.close", "code": 1011, "reason": "Request timed out"})
+
+    async def _send_quietly(self, message: Message) -> None:
+        """Send outside the (cancelled) request, bounded by send_timeout; never raises OSError."""
+        with trio.move_on_after(self.send_timeout or DEFAULT_SEND_TIMEOUT):
+            try:
+                await self._server_send(message)
+            except OSError:  # pragma: no cover - the server closed the connection meanwhile
+                return
+        if message["type"] == "http.response.start":
+            self.response_started = True
+
+    async def _fail(self, group: BaseExceptionGroup[BaseException]) -> None:
+        """Re-raise a single failure as itself (invariant 5); answer it if nobody did."""
+        if group.subgroup(trio.Cancelled) is not None:
+            raise group  # cancellation from outside travels on untouched
+        exc: BaseException = group
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            exc = group.exceptions[0]
+        if isinstance(exc, ClientGone | ResponseReplaced):
+            return
+        handler = self.settings.late_error_handler
+        if handler is not None and not self.response_started and await handler(self, exc):
+            return
+        if exc is group:
+            raise group
+        context = exc.__context__
+        try:
+            raise exc
+        finally:
+            exc.__context__ = context
+            del exc, group
+
+    def set_timeout(self, timeout: float) -> None:
+        """Give the request a deadline ``timeout`` seconds after it started (a route's ``timeout=``)."""
+        if not self.start_time:
+            self.start_time = trio.current_time()
+        self.nursery.cancel_scope.deadline = self.start_time + timeout
+
+    async def run_background(self, background: Callable[[], Awaitable[None]]) -> None:
+        """Run a response's background work, shielded from disconnect and deadline.
+
+        Shutdown still reaches it: ``cancel()`` cancels the shielded scope too.
+        """
+        with trio.CancelScope(shield=True) as cs:
+            self._background_scope = cs
+            try:
+                await background()
+            finally:
+                self._background_scope = None
+
+    def cancel(self, reason: str) -> None:
+        """Cancel everything this request runs, background work included (the drain's last step)."""
+        self.nursery.cancel_scope.cancel(reason=reason)
+        if self._background_scope is not None:
+            self._background_scope.cancel(reason=reason)
+
+    def stop_watching(self) -> None:
+        """End the disconnect watcher; the response is over, the request's tasks go on."""
+        self._stop_watcher = True
+        if self._watcher_scope is not None:
+            self._watcher_scope.cancel(reason="request complete")
+        self._wake()
+
+    # -- the disconnect watcher --------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while not (self.disconnected or self._stop_watcher):
+            with trio.CancelScope(deadline=self._watchdog_deadline()) as cs:
+                self._watcher_scope = cs
+                await self._listen()
+            self._watcher_scope = None
+            if cs.cancelled_caught and not self._stop_watcher:
+                self._check_send_timeout()
+
+    async def _listen(self) -> None:
+        while True:
+            while self._holdoff or self._reading or self._buffer_full():
+                event = self._wake_watcher = trio.Event()
+                await event.wait()
+            message = await self._read()
+            if self.disconnected:
+                self._on_disconnect()
+                return
+            self._buffer.append(message)
+            self._buffered += _message_size(message)
+
+    def _buffer_full(self) -> bool:
+        if self.is_websocket:
+            limit = self.ws_max_message_size
+            return bool(self._buffer) and (limit is None or self._buffered >= limit or len(self._buffer) >= 64)
+        return self.max_body_size is not None and self._buffered >= self.max_body_size
+
+    def _on_disconnect(self) -> None:
+        if self.cancel_on_disconnect and not self.response_complete:
+            self.nursery.cancel_scope.cancel(reason="client disconnected")
+
+    def _wake(self) -> None:
+        event = self._wake_watcher
+        if event is not None:
+            self._wake_watcher = None
+            event.set()
+
+    # -- send timeout watchdog --------------------------------------------------------
+
+    def _watchdog_deadline(self) -> float:
+        if not self._watchdog_armed or self.send_timeout is None:
+            return math.inf
+        since = self._sending_since
+        return (since if since is not None else trio.current_time()) + self.send_timeout
+
+    def _arm_watchdog(self) -> None:
+        self._watchdog_armed = True
+        cs = self._watcher_scope
+        if cs is not None and cs.deadline == math.inf:
+            cs.deadline = self._watchdog_deadline()
+
+    def _check_send_timeout(self) -> None:
+        since = self._sending_since
+        timeout = self.send_timeout
+        if since is not None and timeout is not None and trio.current_time() - since >= timeout:
+            self.disconnected = True
+            self.nursery.cancel_scope.cancel(reason=f"client did not read within send_timeout ({timeout:g} s)")
+
+    # -- receive -----------------------------------------------------------------------
+
+    async def _read(self) -> Message:
+        self._reading = True
+        try:
+            message = await self._server_receive()
+        finally:
+            self._reading = False
+            done = self._read_done
+            if done is not None:
+                self._read_done = None
+                done.set()
+        kind = message["type"]
+        if kind == "http.request":
+            if not message.get("more_body", False):
+                self.body_complete = True
+        elif kind in ("http.disconnect", "websocket.disconnect"):
+            self.disconnected = True
+            self._disconnect = message
+        return message
+
+    async def receive(self) -> Message:
+        """The app's ``receive``: one reader at a time, nothing lost, limits applied."""
+        buffer = self._buffer
+        if buffer:
+            message = buffer.popleft()
+            self._buffered -= _message_size(message)
+            self._wake()
+            return self._account(message)
+        if self.disconnected:
+            await trio.lowlevel.checkpoint()
+            return self._disconnect_message()
+        if self._declared_length == -1 and not self.is_websocket:
+            self.check_declared_length()
+        self._holdoff += 1
+        try:
+            while self._reading:
+                done = self._read_done
+                if done is None:
+                    done = self._read_done = trio.Event()
+                await done.wait()
+                if buffer:
+                    message = buffer.popleft()
+                    self._buffered -= _message_size(message)
+                    return self._account(message)
+                if self.disconnected:
+                    return self._disconnect_message()
+            if self.is_websocket or self.body_complete or self.body_timeout is None:
+                message = await self._read()
+            else:
+                message = await self._read_body_in_time()
+        finally:
+            self._holdoff -= 1
+            if not self._holdoff:
+                self._wake()
+        return self._account(message)
+
+    async def _read_body_in_time(self) -> Message:
+        deadline = self._body_deadline
+        if deadline == math.inf:
+            assert self.body_timeout is not None
+            deadline = self._body_deadline = trio.current_time() + self.body_timeout
+        with trio.CancelScope(deadline=deadline) as cs:
+            return await self._read()
+        timeout = self.body_timeout
+        raise HTTPException(408, f"Request body not received within body_timeout ({timeout:g} s)")
+
+    def _disconnect_message(self) -> Message:
+        return dict(self._disconnect)
+
+    def _account(self, message: Message) -> Message:
+        if message["type"] == "http.request":
+            if not message.get("more_body", False):
+                self.body_consumed = True
+            limit = self.max_body_size
+            if limit is not None:
+                self._body_received += len(message.get("body", b""))
+                if self._body_received > limit:
+                    raise HTTPException(413, "Content Too Large")
+        return message
+
+    def check_declared_length(self) -> None:
+        """Raise 413 before reading anything when Content-Length is over the limit."""
+        limit = self.max_body_size
+        if limit is not None:
+            declared = self.declared_length()
+            if declared is not None and declared > limit:
+                raise HTTPException(413, "Content Too Large")
+
+    def declared_length(self) -> int | None:
+        """The request's Content-Length as a number, or None when absent or malformed."""
+        if self._declared_length == -1:
+            self._declared_length = None
+            for key, value in self.asgi_scope.get("headers", ()):
+                if key.lower() == b"content-length":
+                    try:
+                        self._declared_length = int(value)
+                    except ValueError:
+                        pass
+                    break
+        return self._declared_length
+
+    def begin_reading(self) -> None:
+        """An endpoint starts consuming the body: the watcher holds off until end_reading()."""
+        self._holdoff += 1
+
+    def end_reading(self) -> None:
+        self._holdoff -= 1
+        if not self._holdoff:
+            self._wake()
+
+    # -- send --------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """The app's ``send``: tracks the response, drops it once the client is gone."""
+        kind = message["type"]
+        if self.disconnected:
+            await trio.lowlevel.checkpoint()
+            if self.is_websocket:
+                raise ClientGone
+            return
+        if kind == "http.response.body":
+            more = message.get("more_body", False)
+            if not more:
+                self.response_complete = True
+            if more or len(message.get("body", b"")) >= _LONG_SEND:
+                await self._timed_send(message)
+                return
+        elif kind == "http.response.start":
+            if self.response_started:
+                raise RuntimeError("The response has already started: 'http.response.start' was sent twice.")
+            self.response_started = True
+            if self._declared_too_large():
+                await self._server_send(_TOO_LARGE_START)
+                await self._server_send(_TOO_LARGE_BODY)
+                self.response_complete = True
+                raise ResponseReplaced
+        elif kind == "websocket.send":
+            await self._timed_send(message)
+            return
+        elif kind == "websocket.accept" or kind == "websocket.http.response.start":
+            self.response_started = True
+        elif kind == "websocket.close":
+            self.response_started = self.response_complete = True
+        await self._server_send(message)
+
+    def _declared_too_large(self) -> bool:
+        """Starlette answers 413 to an over-long Content-Length even if the body was never read."""
+        limit = self.max_body_size
+        if limit is None or self.body_complete:
+            return False
+        declared = self.declared_length()
+        return declared is not None and declared > limit
+
+    async def _timed_send(self, message: Message) -> None:
+        if not self._watchdog_armed and self.send_timeout is not None:
+            self._arm_watchdog()
+        self._sending_since = trio.current_time()
+        try:
+            await self._server_send(message)
+        finally:
+            self._sending_since = None
+
+
+def _message_size(message: Message) -> int:
+    body = message.get("body")
+    if body is not None:
+        return len(body)
+    data = message.get("bytes") or message.get("text") or b""
+    return len(data)
+
+
+async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app`` in a RequestScope of its own, with default settings (a Router or a
+    response called without the application around it)."""
+    await RequestScope(scope, receive, send, _DEFAULTS).run(app)
+
+
+_DEFAULTS = RequestSettings()
+

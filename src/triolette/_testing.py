@@ -1,0 +1,219 @@
+"""The engine behind the test clients: one HTTP exchange or one lifespan, driven in trio.
+
+Both clients use it: ``AsyncTestClient`` in the test's own trio run, ``TestClient`` in a
+trio run on a helper thread (``_Portal``). The app's body chunks come out through a
+zero-capacity channel, so a response streams exactly as the app sends it, and leaving a
+stream early sends ``http.disconnect`` to the app.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+from triolette.types import ASGIApp, Message, Scope
+
+T = TypeVar("T")
+
+
+class HTTPExchange:
+    """One request through ``app``: start it, read the response as it comes, close it."""
+
+    def __init__(self, app: ASGIApp, scope: Scope, body: AsyncIterator[bytes], *, raise_server_exceptions: bool) -> None:
+        self.app = app
+        self.scope = scope
+        self._body = body
+        self.raise_server_exceptions = raise_server_exceptions
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.error: BaseException | None = None
+        self._started = trio.Event()
+        self._done = trio.Event()
+        self._gone = trio.Event()  # the client left (closed the response) or the response completed
+        self._response_complete = False
+        self._body_sent = False
+        self._send_chunks, self._chunks = trio.open_memory_channel[bytes](0)
+        self._request_complete = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the app (as a task); ``task_status.started()`` once it is running."""
+        task_status.started()
+        try:
+            async with self._send_chunks:
+                await self.app(self.scope, self._receive, self._send)
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self._done.set()
+            self._started.set()
+
+    async def _receive(self) -> Message:
+        if not self._request_complete:
+            try:
+                chunk = await self._body.__anext__()
+            except StopAsyncIteration:
+                self._request_complete = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": chunk, "more_body": True}
+        await self._gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self._started.is_set():
+                raise RuntimeError('Received multiple "http.response.start" messages.')
+            self.status = message["status"]
+            self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            self._started.set()
+        elif kind == "http.response.body":
+            if not self._started.is_set():
+                raise RuntimeError('Received "http.response.body" without "http.response.start".')
+            if self._response_complete:
+                raise RuntimeError('Received "http.response.body" after the response completed.')
+            body = bytes(message.get("body", b""))
+            more = message.get("more_body", False)
+            if not more:
+                self._response_complete = True
+            if body:
+                try:
+                    await self._send_chunks.send(body)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the client stopped reading
+            if not more:
+                await self._send_chunks.aclose()
+
+    async def start(self) -> None:
+        """Wait for the response to start (or the app to end); raise the app's error if wanted."""
+        await self._started.wait()
+        if not self.status:
+            await self._done.wait()
+            if self.error is not None and self.raise_server_exceptions:
+                raise self.error
+            self.status = 500
+            self._chunks.close()
+
+    async def next_chunk(self) -> bytes | None:
+        """The next body chunk as the app sends it; None at the end of the body."""
+        try:
+            return await self._chunks.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+
+    async def aclose(self) -> None:
+        """Leave the response: a disconnect for the app if it is not done, then wait for it."""
+        self._gone.set()
+        self._chunks.close()
+        await self._done.wait()
+        if self.error is not None and self.raise_server_exceptions:
+            error, self.error = self.error, None
+            raise error
+
+
+class LifespanRunner:
+    """Drives an app's lifespan: startup, then shutdown on request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self._to_app, self._app_inbox = trio.open_memory_channel[Message](math.inf)
+        self._from_app, self._outbox = trio.open_memory_channel[Message](math.inf)
+        self._done = trio.Event()
+        self.error: BaseException | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        task_status.started()
+        try:
+            await self.app(scope, self._app_inbox.receive, self._from_app.send)
+        except BaseException as exc:  # reported through the messages, or below
+            self.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._done.set()
+            self._from_app.close()
+
+    async def _expect(self, *kinds: str) -> Message:
+        try:
+            message = await self._outbox.receive()
+        except trio.EndOfChannel:
+            if self.error is not None:
+                raise self.error from None
+            raise RuntimeError("The app's lifespan ended without answering.") from None
+        if message["type"] not in kinds:
+            raise RuntimeError(f"Unexpected lifespan message {message['type']!r}, expected one of {kinds}")
+        return message
+
+    async def startup(self) -> None:
+        await self._to_app.send({"type": "lifespan.startup"})
+        message = await self._expect("lifespan.startup.complete", "lifespan.startup.failed")
+        if message["type"] == "lifespan.startup.failed":
+            await self._done.wait()
+            if self.error is not None:
+                raise self.error
+            raise RuntimeError(message.get("message", "Lifespan startup failed."))
+
+    async def shutdown(self) -> None:
+        await self._to_app.send({"type": "lifespan.shutdown"})
+        message = await self._expect("lifespan.shutdown.complete", "lifespan.shutdown.failed")
+        await self._done.wait()
+        if message["type"] == "lifespan.shutdown.failed":
+            if self.error is not None:
+                raise self.error
+            raise RuntimeError(message.get("message", "Lifespan shutdown failed."))
+
+
+class Portal:
+    """A trio run on a helper thread, for calling async code from synchronous tests."""
+
+    def __init__(self) -> None:
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop: trio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    def __enter__(self) -> Portal:
+        ready: queue.Queue[BaseException | None] = queue.Queue()
+
+        async def main() -> None:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._token = trio.lowlevel.current_trio_token()
+                    self._nursery = nursery
+                    self._stop = trio.Event()
+                    ready.put(None)
+                    await self._stop.wait()
+                    nursery.cancel_scope.cancel(reason="test client closed")
+            except BaseException as exc:  # pragma: no cover - a bug in a task the portal ran
+                self._failure = exc
+
+        self._thread = threading.Thread(target=trio.run, args=(main,), name="triolette-testclient", daemon=True)
+        self._thread.start()
+        ready.get()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        if self._thread is not None:
+            self._thread.join()
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(*args)`` in the portal's trio run and return its result."""
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    def start(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task of the portal's nursery (it must call task_status.started())."""
+
+        async def starter() -> None:
+            assert self._nursery is not None
+            await self._nursery.start(fn, *args)
+
+        self.call(starter)
