@@ -43,6 +43,7 @@ class RequestSettings:
     """What an application decides for each of its requests; built once, at startup."""
 
     __slots__ = (
+        "body_timed_out",
         "body_timeout",
         "cancel_on_disconnect",
         "late_error_handler",
@@ -141,6 +142,7 @@ class RequestScope:
         "body_cache",
         "body_complete",
         "body_consumed",
+        "body_timed_out",
         "body_timeout",
         "cancel_on_disconnect",
         "disconnected",
@@ -178,6 +180,7 @@ class RequestScope:
         self.body_cache: bytes | None = None
         self.app_cancelled = False
         self.timed_out = False
+        self.body_timed_out = False
         self._buffer: deque[Message] = deque()
         self._buffered = 0
         self._body_received = 0
@@ -213,38 +216,40 @@ class RequestScope:
                 except trio.Cancelled:
                     self.app_cancelled = True
                     raise
-                except (ClientGone, ResponseReplaced):
+                except INTERNAL_EXCEPTIONS:
                     pass
                 if len(nursery.child_tasks) == 1:  # only the watcher is left
+                    self._stop_watcher = True
                     nursery.cancel_scope.cancel(reason="request complete")
                 else:
                     self.stop_watching()
         except BaseExceptionGroup as group:
             await self._fail(group)
+        finally:
+            self.body_cache = None  # scope and RequestScope refer to each other: free the body now
+            self._buffer.clear()
         if self.app_cancelled and not self.disconnected:
             await self._after_cancel()
 
     async def _after_cancel(self) -> None:
         cs = self.nursery.cancel_scope
+        if self.body_timed_out:
+            if not self.response_started and not self.is_websocket:
+                await self._send_plain(408, f"Request body not received within body_timeout ({self.body_timeout:g} s)")
+            return
         if not cs.cancelled_caught or trio.current_time() < cs.deadline:
             return
         self.timed_out = True
         if not self.response_started and not self.is_websocket:
-            timeout = cs.deadline - self.start_time
-            body = f"Request timed out after {timeout:g} s".encode()
-            await self._send_quietly(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await self._send_quietly({"type": "http.response.body", "body": body})
+            await self._send_plain(503, f"Request timed out after {cs.deadline - self.start_time:g} s")
         elif self.is_websocket and self.response_started and not self.response_complete:
             await self._send_quietly({"type": "websocket.close", "code": 1011, "reason": "Request timed out"})
+
+    async def _send_plain(self, status: int, text: str) -> None:
+        body = text.encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        await self._send_quietly({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send_quietly({"type": "http.response.body", "body": body})
 
     async def _send_quietly(self, message: Message) -> None:
         """Send outside the (cancelled) request, bounded by send_timeout; never raises OSError."""
@@ -317,7 +322,7 @@ class RequestScope:
                 await self._listen()
             self._watcher_scope = None
             if cs.cancelled_caught and not self._stop_watcher:
-                self._check_send_timeout()
+                self._check_timeouts()
 
     async def _listen(self) -> None:
         while True:
@@ -350,23 +355,34 @@ class RequestScope:
     # -- send timeout watchdog --------------------------------------------------------
 
     def _watchdog_deadline(self) -> float:
-        if not self._watchdog_armed or self.send_timeout is None:
-            return math.inf
-        since = self._sending_since
-        return (since if since is not None else trio.current_time()) + self.send_timeout
+        """When the watcher must wake up to check the send and body timeouts."""
+        deadline = math.inf
+        if self._watchdog_armed and self.send_timeout is not None:
+            since = self._sending_since
+            deadline = (since if since is not None else trio.current_time()) + self.send_timeout
+        if self._holdoff and not self.body_complete:
+            deadline = min(deadline, self._body_deadline)
+        return deadline
 
-    def _arm_watchdog(self) -> None:
-        self._watchdog_armed = True
+    def _rearm_watchdog(self) -> None:
         cs = self._watcher_scope
-        if cs is not None and cs.deadline == math.inf:
-            cs.deadline = self._watchdog_deadline()
+        if cs is not None:
+            deadline = self._watchdog_deadline()
+            if deadline < cs.deadline:
+                cs.deadline = deadline
 
-    def _check_send_timeout(self) -> None:
+    def _check_timeouts(self) -> None:
+        now = trio.current_time()
         since = self._sending_since
         timeout = self.send_timeout
-        if since is not None and timeout is not None and trio.current_time() - since >= timeout:
+        if since is not None and timeout is not None and now - since >= timeout:
             self.disconnected = True
             self.nursery.cancel_scope.cancel(reason=f"client did not read within send_timeout ({timeout:g} s)")
+        elif self._holdoff and not self.body_complete and now >= self._body_deadline:
+            self.body_timed_out = True
+            self.nursery.cancel_scope.cancel(
+                reason=f"request body not received within body_timeout ({self.body_timeout:g} s)"
+            )
 
     # -- receive -----------------------------------------------------------------------
 
@@ -415,25 +431,20 @@ class RequestScope:
                     return self._account(message)
                 if self.disconnected:
                     return self._disconnect_message()
-            if self.is_websocket or self.body_complete or self.body_timeout is None:
-                message = await self._read()
-            else:
-                message = await self._read_body_in_time()
+            if self._body_deadline == math.inf and not self.body_complete and self.body_timeout is not None:
+                self._start_body_clock()
+            message = await self._read()
         finally:
             self._holdoff -= 1
             if not self._holdoff:
                 self._wake()
         return self._account(message)
 
-    async def _read_body_in_time(self) -> Message:
-        deadline = self._body_deadline
-        if deadline == math.inf:
-            assert self.body_timeout is not None
-            deadline = self._body_deadline = trio.current_time() + self.body_timeout
-        with trio.CancelScope(deadline=deadline) as cs:
-            return await self._read()
-        timeout = self.body_timeout
-        raise HTTPException(408, f"Request body not received within body_timeout ({timeout:g} s)")
+    def _start_body_clock(self) -> None:
+        """The endpoint starts reading the body: from now on it has body_timeout seconds."""
+        assert self.body_timeout is not None
+        self._body_deadline = trio.current_time() + self.body_timeout
+        self._rearm_watchdog()
 
     def _disconnect_message(self) -> Message:
         return dict(self._disconnect)
@@ -524,7 +535,8 @@ class RequestScope:
 
     async def _timed_send(self, message: Message) -> None:
         if not self._watchdog_armed and self.send_timeout is not None:
-            self._arm_watchdog()
+            self._watchdog_armed = True
+            self._rearm_watchdog()
         self._sending_since = trio.current_time()
         try:
             await self._server_send(message)
