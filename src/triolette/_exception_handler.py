@@ -38,7 +38,7 @@ def lookup_handler(scope: Scope, exc: BaseException) -> ExceptionHandler | None:
 
 async def call_handler(handler: ExceptionHandler, conn: Request | WebSocket, exc: Exception) -> Any:
     if is_async_callable(handler):
-        return await handler(conn, exc)  # type: ignore[arg-type]
+        return await handler(conn, exc)  # type: ignore[arg-type,misc]  # HTTP and WebSocket handlers share the alias
     return await run_in_threadpool(handler, conn, exc)  # type: ignore[arg-type]
 
 
@@ -48,6 +48,7 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket) -> ASG
     async def wrapped_app(scope: Scope, receive: Receive, send: Send) -> None:
         rs = get_request_scope(scope)
         started = False
+        sender: Send
         if rs is None or getattr(send, "__self__", None) is not rs:
 
             async def tracking_send(message: Message) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
+
 import trio
 
 from triolette.exceptions import HTTPException
@@ -135,8 +136,8 @@ class RequestScope:
         "_server_send",
         "_stop_watcher",
         "_wake_watcher",
-        "_watcher_scope",
         "_watchdog_armed",
+        "_watcher_scope",
         "app_cancelled",
         "asgi_scope",
         "body_cache",
@@ -429,7 +430,7 @@ class RequestScope:
                     message = buffer.popleft()
                     self._buffered -= _message_size(message)
                     return self._account(message)
-                if self.disconnected:
+                if self._client_gone():
                     return self._disconnect_message()
             if self._body_deadline == math.inf and not self.body_complete and self.body_timeout is not None:
                 self._start_body_clock()
@@ -445,6 +446,9 @@ class RequestScope:
         assert self.body_timeout is not None
         self._body_deadline = trio.current_time() + self.body_timeout
         self._rearm_watchdog()
+
+    def _client_gone(self) -> bool:
+        return self.disconnected  # a method, so type checkers do not assume it unchanged across awaits
 
     def _disconnect_message(self) -> Message:
         return dict(self._disconnect)
@@ -474,10 +478,7 @@ class RequestScope:
             self._declared_length = None
             for key, value in self.asgi_scope.get("headers", ()):
                 if key.lower() == b"content-length":
-                    try:
-                        self._declared_length = int(value)
-                    except ValueError:
-                        pass
+                    self._declared_length = int(value) if value.isdigit() else None
                     break
         return self._declared_length
 
@@ -559,4 +560,3 @@ async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, sen
 
 
 _DEFAULTS = RequestSettings()
-

@@ -24,7 +24,9 @@ T = TypeVar("T")
 class HTTPExchange:
     """One request through ``app``: start it, read the response as it comes, close it."""
 
-    def __init__(self, app: ASGIApp, scope: Scope, body: AsyncIterator[bytes], *, raise_server_exceptions: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, scope: Scope, body: AsyncIterator[bytes], *, raise_server_exceptions: bool
+    ) -> None:
         self.app = app
         self.scope = scope
         self._body = body

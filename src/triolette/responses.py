@@ -151,7 +151,7 @@ class Response:
         if partitioned:
             if sys.version_info < (3, 14):
                 raise ValueError("Partitioned cookies are only supported in Python 3.14 and above.")
-            morsel["partitioned"] = True  # pragma: no cover - Python 3.14+
+            morsel["partitioned"] = True  # type: ignore[unreachable,unused-ignore]  # pragma: no cover - 3.14+
         self.raw_headers.append((b"set-cookie", cookie.output(header="").strip().encode("latin-1")))
 
     def delete_cookie(
@@ -486,7 +486,7 @@ class FileResponse(Response):
                 return
 
 
-class _open_file:  # noqa: N801 - used like a function: `async with _open_file(path) as file`
+class _open_file:
     """Open a file through trio's thread-backed file API; closing survives cancellation."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -68,7 +68,9 @@ class Match(enum.Enum):
 def request_response(func: Callable[[Request], Awaitable[Response] | Response]) -> ASGIApp:
     """Turn ``func(request) -> response`` into an ASGI app; a sync ``func`` runs in a worker thread."""
     f: Callable[[Request], Awaitable[Response]] = (
-        func if is_async_callable(func) else functools.partial(run_in_threadpool, func)  # type: ignore[assignment,arg-type]  # partial of run_in_threadpool is awaitable
+        func  # type: ignore[assignment]  # is_async_callable() checked it returns an awaitable
+        if is_async_callable(func)
+        else functools.partial(run_in_threadpool, func)  # type: ignore[call-arg]
     )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -671,7 +673,9 @@ class Router:
             Route(path, endpoint=endpoint, methods=methods, name=name, include_in_schema=include_in_schema)
         )
 
-    def add_websocket_route(self, path: str, endpoint: Callable[[Any], Awaitable[None]], name: str | None = None) -> None:
+    def add_websocket_route(
+        self, path: str, endpoint: Callable[[Any], Awaitable[None]], name: str | None = None
+    ) -> None:
         self.routes.append(WebSocketRoute(path, endpoint=endpoint, name=name))
 
 

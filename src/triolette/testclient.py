@@ -17,10 +17,11 @@ from urllib.parse import unquote
 import httpx
 import trio
 
+from triolette._testclient_ws import WebSocketDenialResponse, WebSocketTestSession
 from triolette._testing import HTTPExchange, LifespanRunner, Portal
 from triolette.types import ASGIApp, Scope
 
-__all__ = ["TestClient"]
+__all__ = ["TestClient", "WebSocketDenialResponse", "WebSocketTestSession"]
 
 
 def _scope_for(
@@ -118,8 +119,6 @@ class _TestClientTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         scope, is_websocket = _scope_for(request, root_path=self.root_path, client=self.client, state=self.app_state)
         if is_websocket:
-            from triolette._testclient_ws import WebSocketTestSession
-
             raise _Upgrade(WebSocketTestSession(self.app, scope, self.portal_factory))
         content = request.read()
         portal_context = self.portal_factory()
@@ -185,9 +184,7 @@ class TestClient(httpx.Client):
             with Portal() as portal:
                 yield portal
 
-    def websocket_connect(
-        self, url: str, subprotocols: Sequence[str] | None = None, **kwargs: Any
-    ) -> Any:
+    def websocket_connect(self, url: str, subprotocols: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """Open a WebSocket session: ``with client.websocket_connect("/ws") as ws:``."""
         url = self._merge_url(url).copy_with(scheme="wss" if self.base_url.scheme == "https" else "ws").__str__()
         headers = kwargs.pop("headers", {})

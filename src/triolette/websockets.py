@@ -81,7 +81,9 @@ class WebSocket(HTTPConnection[StateT]):
             elif kind == "websocket.disconnect":
                 self.client_state = WebSocketState.DISCONNECTED
             else:
-                raise RuntimeError(f'Expected ASGI message "websocket.receive" or "websocket.disconnect", but got {kind!r}')
+                raise RuntimeError(
+                    f'Expected ASGI message "websocket.receive" or "websocket.disconnect", but got {kind!r}'
+                )
             return message
         raise WebSocketDisconnected('Cannot call "receive" once a disconnect message has been received.')
 
@@ -90,7 +92,7 @@ class WebSocket(HTTPConnection[StateT]):
         limit = None if rs is None else rs.ws_max_message_size
         if limit is None:
             return
-        data = message.get("bytes") if message.get("bytes") is not None else message.get("text") or ""
+        data: str | bytes = message.get("bytes") or message.get("text") or b""
         if len(data) > limit:
             self.client_state = WebSocketState.DISCONNECTED
             reason = f"Message of {len(data)} bytes is over the limit of {limit}"
@@ -132,7 +134,9 @@ class WebSocket(HTTPConnection[StateT]):
             self.application_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnect(code=1006) from None
 
-    async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None) -> None:
+    async def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> None:
         """Accept the connection (waiting for the client's connect message first)."""
         if self.client_state is WebSocketState.CONNECTING:
             await self.receive()

@@ -59,6 +59,7 @@ class ServerErrorMiddleware:
             return
         rs = get_request_scope(scope)
         started = False
+        inner_send: Send
         if rs is None or getattr(send, "__self__", None) is not rs:
 
             async def tracking_send(message: Message) -> None:

@@ -40,7 +40,8 @@ class ExceptionMiddleware:
             self._exception_handlers[exc_class_or_status_code] = handler
         else:
             raise ConfigurationError(
-                f"Exception handlers are keyed by an Exception subclass or a status code, got {exc_class_or_status_code!r}"
+                "Exception handlers are keyed by an Exception subclass or a status code, "
+                f"got {exc_class_or_status_code!r}"
             )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

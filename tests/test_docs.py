@@ -1,0 +1,36 @@
+"""Every ```python block in README.md and docs/ runs as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def _snippets() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        for i, match in enumerate(BLOCK.finditer(page.read_text())):
+            found.append((f"{page.relative_to(ROOT)}#{i + 1}", match.group(1)))
+    return found
+
+
+@pytest.mark.parametrize(("where", "code"), _snippets(), ids=[where for where, _ in _snippets()])
+def test_snippet_runs(where: str, code: str) -> None:
+    namespace: dict[str, object] = {"__name__": f"snippet_{where}"}
+    exec(compile(code, where, "exec"), namespace)
+
+
+def test_readme_example_answers() -> None:
+    from triolette.testclient import TestClient
+
+    code = BLOCK.findall((ROOT / "README.md").read_text())[0]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    with TestClient(namespace["app"]) as client:  # type: ignore[arg-type]
+        assert client.get("/report").json() == ["a", "b", "c"]
