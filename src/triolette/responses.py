@@ -135,7 +135,8 @@ class Response:
         if max_age is not None:
             morsel["max-age"] = str(max_age)
         if expires is not None:
-            morsel["expires"] = format_datetime(expires, usegmt=True) if isinstance(expires, datetime) else str(expires)
+            # An int is seconds from now: the Morsel renders it as a date when it is output.
+            morsel["expires"] = format_datetime(expires, usegmt=True) if isinstance(expires, datetime) else expires
         if path is not None:
             morsel["path"] = path
         if domain is not None:
