@@ -420,6 +420,8 @@ class RequestScope:
         if self._declared_length == -1 and not self.is_websocket:
             self.check_declared_length()
         self._holdoff += 1
+        if self._body_deadline == math.inf and not self.body_complete and self.body_timeout is not None:
+            self._start_body_clock()  # also while waiting below for the watcher's read to end
         try:
             while self._reading:
                 done = self._read_done
@@ -432,8 +434,6 @@ class RequestScope:
                     return self._account(message)
                 if self._client_gone():
                     return self._disconnect_message()
-            if self._body_deadline == math.inf and not self.body_complete and self.body_timeout is not None:
-                self._start_body_clock()
             message = await self._read()
         finally:
             self._holdoff -= 1
