@@ -49,12 +49,18 @@ async def _chunks(body: bytes) -> AsyncIterator[bytes]:
 async def call(app: ASGIApp, path: str = "/", method: str = "GET", body: bytes = b"", **kw: Any) -> Answer:
     """One request through ``app`` in this trio run (virtual time applies)."""
     exchange = HTTPExchange(app, http_scope(path, method, **kw), _chunks(body), raise_server_exceptions=True)
+    chunks: list[bytes] = []
+    error: Exception | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(exchange.run)
-        await exchange.start()
-        chunks = []
-        while (chunk := await exchange.next_chunk()) is not None:
-            chunks.append(chunk)
-        await exchange.aclose()
+        try:  # raised outside the nursery, so the test sees the exception itself
+            await exchange.start()
+            while (chunk := await exchange.next_chunk()) is not None:
+                chunks.append(chunk)
+            await exchange.aclose()
+        except Exception as exc:
+            error = exc
+    if error is not None:
+        raise error
     headers = {k.decode(): v.decode() for k, v in exchange.headers}
     return Answer(exchange.status, headers, b"".join(chunks), chunks)
