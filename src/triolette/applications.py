@@ -15,6 +15,7 @@ import sniffio
 import trio
 
 from triolette._exception_handler import call_handler, lookup_handler
+from triolette._lifespan import registered, walk_apps
 from triolette._scope import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
@@ -40,6 +41,8 @@ AppType = TypeVar("AppType", bound="Triolette")
 P = ParamSpec("P")
 
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
+# After the graceful timeout, requests are cancelled; this is how long drain() then waits for them.
+CANCELLED_GRACE = 5.0
 
 
 class Triolette:
@@ -181,21 +184,37 @@ class Triolette:
         return len(self._in_flight)
 
     async def drain(self, graceful_timeout: float | None = None) -> None:
-        """Shut down gracefully: set ``app.draining``, give in-flight requests (and their
-        background tasks) ``graceful_timeout`` seconds to finish, then cancel the rest with
-        reason ``"server shutting down"``. Safe to call more than once."""
+        """Shut down gracefully: set ``app.draining`` (here and in the Triolette apps mounted
+        in this one), give in-flight requests (and their background tasks) ``graceful_timeout``
+        seconds to finish (default: the app's ``graceful_timeout``), then cancel the rest with
+        reason ``"server shutting down"`` and wait for them to end.
+
+        Safe to call more than once and from several tasks at a time; a call with a shorter
+        timeout cancels sooner. ``serve()`` calls it on SIGTERM/SIGINT, and the lifespan calls
+        it when ``lifespan.shutdown`` arrives, before leaving the lifespan context.
+        """
         timeout = self.graceful_timeout if graceful_timeout is None else graceful_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise ValueError(f"graceful_timeout must be a number of seconds >= 0, got {timeout!r}")
         self.draining.set()
+        for app in walk_apps(self.router):
+            if isinstance(app, Triolette):
+                app.draining.set()
         with trio.move_on_after(timeout):
             await self._wait_idle()
-        for rs in list(self._in_flight):
-            rs.cancel(reason="server shutting down")
-        with trio.move_on_after(timeout):
-            await self._wait_idle()
+        if self._in_flight:
+            for rs in list(self._in_flight):
+                rs.cancel(reason="server shutting down")
+            # Cancelled requests end at their next checkpoint; a shielded section may take a moment.
+            with trio.move_on_after(CANCELLED_GRACE):
+                await self._wait_idle()
 
     async def _wait_idle(self) -> None:
+        """Wait until no request is in flight. Any number of tasks may wait at once."""
         while self._in_flight:
-            idle = self._idle = trio.Event()
+            idle = self._idle
+            if idle is None or idle.is_set():
+                idle = self._idle = trio.Event()
             await idle.wait()
 
     # -- the ASGI entry point -------------------------------------------------------------
@@ -206,7 +225,7 @@ class Triolette:
         if stack is None:
             stack = self.middleware_stack = self.build_middleware_stack()
         if not self._on_trio:
-            self._check_trio()
+            await self._check_trio(scope, receive, send)
         kind = scope["type"]
         if kind == "lifespan":
             await self._run_lifespan(stack, scope, receive, send)
@@ -223,17 +242,29 @@ class Triolette:
                 if self._idle is not None and not in_flight:
                     self._idle.set()
 
-    def _check_trio(self) -> None:
+    async def _check_trio(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Fail the first ASGI call made outside trio, saying how to run the app right.
+
+        A lifespan call first reports the error to the server as ``lifespan.startup.failed``
+        (so that a server on another event loop stops with the message instead of carrying
+        on without a lifespan), then raises it.
+        """
         try:
             library: str | None = sniffio.current_async_library()
         except sniffio.AsyncLibraryNotFoundError:
             library = None
-        if library != "trio":
-            raise RuntimeError(
-                f"triolette runs under trio only, but was called from {library or 'outside any event loop'}. "
-                "Serve it with 'python -m triolette module:app' or 'hypercorn --worker-class trio module:app'."
-            )
-        self._on_trio = True
+        if library == "trio":
+            self._on_trio = True
+            return
+        error = RuntimeError(
+            f"triolette runs under trio only, but was called from {library or 'outside any event loop'}. "
+            "Serve it with 'python -m triolette module:app' or 'hypercorn --worker-class trio module:app'."
+        )
+        if scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": str(error)})
+        raise error
 
     async def _run_lifespan(self, stack: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         held: list[Message] = []
@@ -252,13 +283,14 @@ class Triolette:
 
         if self.draining.is_set():
             self.draining = trio.Event()
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await stack(scope, lifespan_receive, lifespan_send)
-            finally:
-                nursery.cancel_scope.cancel(reason="server shutting down")
-                self._nursery = None
+        with registered(self):
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await stack(scope, lifespan_receive, lifespan_send)
+                finally:
+                    nursery.cancel_scope.cancel(reason="server shutting down")
+                    self._nursery = None
         for message in held:
             await send(message)
 

@@ -588,10 +588,11 @@ class Router:
         raise NoMatchFound(name, path_params)
 
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the lifespan protocol around ``lifespan_context``."""
-        from triolette._lifespan import run_lifespan
+        """Run the lifespan protocol around ``lifespan_context``, with the lifespans of the
+        apps mounted here nested inside it (startup outer to inner, shutdown inner to outer)."""
+        from triolette._lifespan import mounted_apps, run_lifespan
 
-        await run_lifespan(self.lifespan_context, scope, receive, send)
+        await run_lifespan(self.lifespan_context, scope, receive, send, mounted_apps(self))
 
     def _candidates(self, route_path: str) -> list[BaseRoute]:
         index = self._index
