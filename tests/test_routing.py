@@ -730,10 +730,6 @@ def test_router_and_mount_max_body_size_inside_an_app() -> None:
     assert client.post("/small/", content=b"12345").status_code == 413
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Router used on its own raises HTTPException(413) out of the ASGI call instead of answering 413",
-)
 def test_bare_router_max_body_size_answers_413() -> None:
     async def echo(request: Request) -> Response:  # pragma: no cover - never reached
         return PlainTextResponse(str(len(await request.body())))

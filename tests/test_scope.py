@@ -374,11 +374,6 @@ async def test_nothing_is_sent_after_the_client_disconnects(autojump_clock: Any)
     assert trio.current_time() == 1.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RequestScope cancels on disconnect only when the watcher reads it (_listen -> _on_disconnect); "
-    "a disconnect the endpoint reads itself through receive() leaves the request running",
-)
 async def test_a_disconnect_the_endpoint_reads_itself_also_cancels(autojump_clock: Any) -> None:
     seen: dict[str, Any] = {}
 
@@ -405,11 +400,6 @@ async def test_a_disconnect_the_endpoint_reads_itself_also_cancels(autojump_cloc
     assert server.sent == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_listen() does not check self.disconnected before reading: once the endpoint has read "
-    "http.disconnect and stops reading, the watcher calls the server's receive() again",
-)
 async def test_receive_is_not_called_again_after_the_disconnect(autojump_clock: Any) -> None:
     async def endpoint(request: Request) -> Response:
         with contextlib.suppress(ClientDisconnect):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
@@ -172,7 +172,7 @@ class RequestScope:
         self.body_timeout = settings.body_timeout
         self.send_timeout = settings.send_timeout
         self.ws_max_message_size = settings.ws_max_message_size
-        self.start_time = 0.0
+        self.start_time: float | None = None
         self.response_started = False
         self.response_complete = False
         self.disconnected = False
@@ -242,13 +242,16 @@ class RequestScope:
             return
         self.timed_out = True
         if not self.response_started and not self.is_websocket:
-            await self._send_plain(503, f"Request timed out after {cs.deadline - self.start_time:g} s")
+            started = self.start_time if self.start_time is not None else cs.deadline
+            await self._send_plain(503, f"Request timed out after {cs.deadline - started:g} s")
         elif self.is_websocket and self.response_started and not self.response_complete:
             await self._send_quietly({"type": "websocket.close", "code": 1011, "reason": "Request timed out"})
 
-    async def _send_plain(self, status: int, text: str) -> None:
+    async def _send_plain(self, status: int, text: str, extra: Mapping[str, str] | None = None) -> None:
         body = text.encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        if extra:
+            headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
         await self._send_quietly({"type": "http.response.start", "status": status, "headers": headers})
         await self._send_quietly({"type": "http.response.body", "body": body})
 
@@ -274,6 +277,10 @@ class RequestScope:
         handler = self.settings.late_error_handler
         if handler is not None and not self.response_started and await handler(self, exc):
             return
+        if isinstance(exc, HTTPException) and not self.response_started and not self.is_websocket:
+            # No exception middleware around (a Router or Route used on its own): answer it here.
+            await self._send_plain(exc.status_code, exc.detail, exc.headers)
+            return
         if exc is group:
             raise group
         context = exc.__context__
@@ -285,7 +292,7 @@ class RequestScope:
 
     def set_timeout(self, timeout: float) -> None:
         """Give the request a deadline ``timeout`` seconds after it started (a route's ``timeout=``)."""
-        if not self.start_time:
+        if self.start_time is None:
             self.start_time = trio.current_time()
         self.nursery.cancel_scope.deadline = self.start_time + timeout
 
@@ -330,9 +337,10 @@ class RequestScope:
             while self._holdoff or self._reading or self._buffer_full():
                 event = self._wake_watcher = trio.Event()
                 await event.wait()
+            if self._client_gone():  # the endpoint read the disconnect itself
+                return
             message = await self._read()
             if self.disconnected:
-                self._on_disconnect()
                 return
             self._buffer.append(message)
             self._buffered += _message_size(message)
@@ -404,6 +412,7 @@ class RequestScope:
         elif kind in ("http.disconnect", "websocket.disconnect"):
             self.disconnected = True
             self._disconnect = message
+            self._on_disconnect()
         return message
 
     async def receive(self) -> Message:
