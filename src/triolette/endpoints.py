@@ -14,7 +14,7 @@ from triolette.types import Message, Receive, Scope, Send
 
 __all__ = ["HTTPEndpoint", "WebSocketEndpoint"]
 
-_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "QUERY")
 
 
 class HTTPEndpoint:
@@ -30,7 +30,10 @@ class HTTPEndpoint:
         self.scope = scope
         self.receive = receive
         self.send = send
-        self._allowed_methods = [m for m in _HTTP_METHODS if getattr(self, m.lower(), None) is not None]
+        has_get = getattr(self, "get", None) is not None
+        self._allowed_methods = [
+            m for m in _HTTP_METHODS if getattr(self, m.lower(), None) is not None or (m == "HEAD" and has_get)
+        ]
 
     def __await__(self) -> Any:
         return self.dispatch().__await__()
