@@ -1,0 +1,526 @@
+"""Serving an app with graceful drain: ``triolette.serve()`` and the engine of ``python -m triolette``.
+
+One worker is one trio run of ``hypercorn.trio.serve``. The worker handles SIGINT and
+SIGTERM itself: on the first one, hypercorn stops accepting connections and every
+Triolette app whose lifespan runs here drains (``app.drain()``: ``app.draining`` set,
+in-flight requests finish within the graceful timeout, the rest are cancelled); then
+hypercorn closes the idle connections and runs the lifespan shutdown. A second SIGINT
+cancels what is still in flight at once.
+
+Several workers (or ``reload=True``) are processes started from the import string; the
+parent binds the socket, hands it to each worker, and on a signal tells the workers to
+drain (SIGTERM), or to stop now on a second signal (SIGINT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+
+from triolette._lifespan import running_apps
+from triolette.types import ASGIApp
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from hypercorn.config import Config, Sockets
+    from hypercorn.typing import Framework
+
+__all__ = ["AppImportError", "ServerOptions", "StartupFailed", "load_app", "serve", "serve_in_trio"]
+
+logger = logging.getLogger("triolette")
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# How long hypercorn waits past the app's drain before it cancels connections itself: a
+# backstop for apps that are not Triolette apps, or that ignore cancellation in a shielded section.
+HYPERCORN_BACKSTOP = 5.0
+STARTUP_FAILED_EXIT = 3  # a worker's exit code when the app's startup failed
+BAD_APP_EXIT = 2  # a worker's exit code when the import string names nothing usable
+
+
+class AppImportError(Exception):
+    """The import string ``module:attribute`` does not name an ASGI app. The message is one line."""
+
+
+class StartupFailed(Exception):
+    """The application's lifespan startup failed; the message is the error's own (one line)."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a worker needs to know besides the app (it is sent to worker processes as is)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    graceful_timeout: float | None = None
+    log_level: str = "info"
+    access_log: bool = False
+    keep_alive_timeout: float = 5.0
+    root_path: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(f"host must be a host name or address, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be a whole number from 0 to 65535, got {self.port!r}")
+        if self.graceful_timeout is not None and not _is_seconds(self.graceful_timeout):
+            raise ValueError(f"graceful_timeout must be a number of seconds >= 0, got {self.graceful_timeout!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}")
+        if not _is_seconds(self.keep_alive_timeout) or self.keep_alive_timeout == 0:
+            raise ValueError(
+                f"keep_alive_timeout must be a positive number of seconds, got {self.keep_alive_timeout!r}"
+            )
+
+    @property
+    def bind(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def hypercorn_config(self) -> Config:
+        Config = _hypercorn_config_class()
+        config = Config()
+        config.bind = [self.bind]
+        config.loglevel = self.log_level.upper()
+        config.errorlog = "-"
+        config.accesslog = "-" if self.access_log else None
+        config.keep_alive_timeout = self.keep_alive_timeout
+        config.root_path = self.root_path
+        config.graceful_timeout = _drain_bound(self.graceful_timeout) + HYPERCORN_BACKSTOP
+        return config
+
+
+def _is_seconds(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value >= 0 and not math.isnan(value)
+
+
+def _drain_bound(graceful_timeout: float | None) -> float:
+    """The longest a drain can take: the graceful timeout, then the wait for cancelled requests."""
+    from triolette.applications import CANCELLED_GRACE, DEFAULT_GRACEFUL_TIMEOUT
+
+    apps = running_apps()
+    if graceful_timeout is None:
+        graceful_timeout = max((app.graceful_timeout for app in apps), default=DEFAULT_GRACEFUL_TIMEOUT)
+    return graceful_timeout + CANCELLED_GRACE
+
+
+def _hypercorn_config_class() -> type[Config]:
+    try:
+        from hypercorn.config import Config
+    except ImportError:  # pragma: no cover - hypercorn is installed wherever the tests run
+        raise ImportError("serving needs hypercorn: pip install 'triolette[server]'") from None
+    return Config
+
+
+# -- loading the app -----------------------------------------------------------------------
+
+
+def load_app(path: str) -> ASGIApp:
+    """Import ``"module:attribute"`` (the attribute may be dotted) and return the app it names.
+
+    Raises :class:`AppImportError` with a one-line message when the module or the attribute
+    is not there; an error raised while the module itself runs propagates unchanged.
+    """
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise AppImportError(f"the app must be given as 'module:attribute' (e.g. 'main:app'), got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise  # the module exists, but something it imports does not
+        raise AppImportError(
+            f"could not import module {module_name!r} (no module named {exc.name!r}); "
+            f"run from the directory that contains it, or put it on PYTHONPATH"
+        ) from None
+    app: Any = module
+    for name in attribute.split("."):
+        try:
+            app = getattr(app, name)
+        except AttributeError:
+            raise AppImportError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not callable(app):
+        raise AppImportError(f"{path!r} is {app!r}, not an ASGI app")
+    return app  # type: ignore[no-any-return]
+
+
+# -- one worker: a trio run of hypercorn -----------------------------------------------------
+
+
+class _Shutdown:
+    """What a worker does on SIGINT/SIGTERM (or when ``stop`` is set, for tests)."""
+
+    def __init__(self, options: ServerOptions, nursery: trio.Nursery) -> None:
+        self.options = options
+        self.nursery = nursery
+        self.requested = trio.Event()
+
+    def begin(self, why: str) -> None:
+        if self.requested.is_set():
+            return
+        timeout = self.options.graceful_timeout
+        logger.info(
+            "%s: shutting down; requests in flight get %s to finish",
+            why,
+            "the app's graceful_timeout" if timeout is None else f"{timeout:g} s",
+        )
+        self.requested.set()
+
+    def force(self, why: str) -> None:
+        logger.warning("%s: cancelling the requests still in flight", why)
+        for app in running_apps():
+            self.nursery.start_soon(app.drain, 0)
+
+    async def trigger(self, config: Config) -> None:
+        """hypercorn's shutdown_trigger: returns (so that hypercorn stops accepting) and starts the drain."""
+        await self.requested.wait()
+        # hypercorn cancels the connections this long after the trigger returns: after our drain.
+        config.graceful_timeout = _drain_bound(self.options.graceful_timeout) + HYPERCORN_BACKSTOP
+        for app in running_apps():
+            self.nursery.start_soon(app.drain, self.options.graceful_timeout)
+
+    async def watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self.requested.is_set():
+                    self.begin(name)
+                elif signum == signal.SIGINT:
+                    self.force(f"{name} again")
+                else:
+                    logger.info("%s again: already shutting down", name)
+
+
+async def serve_in_trio(
+    app: ASGIApp,
+    options: ServerOptions,
+    *,
+    sockets: Sockets | None = None,
+    stop: trio.Event | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` in this trio run until SIGINT/SIGTERM (or ``stop``), then drain and return.
+
+    ``task_status.started()`` gets the bound addresses (``["http://127.0.0.1:8000"]``).
+    Raises :class:`StartupFailed` when the app's lifespan startup fails.
+    """
+    from hypercorn.trio import serve as hypercorn_serve
+    from hypercorn.trio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    config = options.hypercorn_config()
+    announce = _Announce(task_status)
+    try:
+        async with trio.open_nursery() as nursery:
+            shutdown = _Shutdown(options, nursery)
+            if handle_signals:
+                nursery.start_soon(shutdown.watch_signals)
+            if stop is not None:
+                nursery.start_soon(_when_set, stop, partial(shutdown.begin, "stop requested"))
+            trigger = partial(shutdown.trigger, config)
+            status = cast("trio.TaskStatus[list[str]]", announce)
+            framework = cast("Framework", app)
+            if sockets is None:
+                await hypercorn_serve(framework, config, shutdown_trigger=trigger, task_status=status, mode="asgi")
+            else:
+                wrapped = wrap_app(framework, config.wsgi_max_body_size, "asgi")
+                await worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=trigger, task_status=status)
+            nursery.cancel_scope.cancel(reason="server stopped")
+    except BaseException as exc:
+        message = _startup_failure(exc)
+        if message is None:
+            raise
+        raise StartupFailed(message) from _original_error(exc)
+    logger.info("Stopped")
+
+
+class _Announce:
+    """Passes hypercorn's bound addresses on to our caller, and says where we serve."""
+
+    def __init__(self, task_status: trio.TaskStatus[list[str]]) -> None:
+        self.task_status = task_status
+
+    def started(self, binds: list[str]) -> None:
+        # hypercorn starts listening even when the lifespan startup has just failed (and its
+        # task group is already cancelled): say "serving" only when that is true.
+        if trio.current_effective_deadline() != -math.inf:
+            logger.info("Serving on %s", ", ".join(binds))
+        self.task_status.started(binds)
+
+
+async def _when_set(event: trio.Event, then: Callable[[], None]) -> None:
+    await event.wait()
+    then()
+
+
+def _startup_failure(exc: BaseException) -> str | None:
+    """The one-line message of a lifespan startup failure inside ``exc``, if there is one."""
+    from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
+
+    for error in _leaves(exc):
+        if isinstance(error, LifespanTimeoutError):
+            return f"the application's startup took longer than its startup timeout ({error})"
+        if isinstance(error, LifespanFailureError) and "in startup" in str(error):
+            original = error.__context__
+            if original is None:
+                return str(error)
+            return "".join(traceback.format_exception_only(original)).strip()
+    return None
+
+
+def _original_error(exc: BaseException) -> BaseException | None:
+    from hypercorn.utils import LifespanFailureError
+
+    for error in _leaves(exc):
+        if isinstance(error, LifespanFailureError):
+            return error.__context__
+    return None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+
+# -- serve(): one worker here, or worker processes --------------------------------------------
+
+
+def serve(
+    app: ASGIApp | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    graceful_timeout: float | None = 30.0,
+    reload: bool = False,
+    log_level: str = "info",
+    access_log: bool = False,
+    keep_alive_timeout: float = 5.0,
+    root_path: str = "",
+) -> None:
+    """Serve an ASGI app with hypercorn's trio worker until SIGINT or SIGTERM, then drain.
+
+    On the first signal the server stops accepting connections, sets ``app.draining``,
+    gives the requests in flight ``graceful_timeout`` seconds to finish (``None``: the
+    app's own ``graceful_timeout``), cancels the rest with reason ``"server shutting
+    down"``, and runs the lifespan shutdown. A second SIGINT cancels at once.
+
+    - ``app``: the app, or its import string ``"module:attribute"``; ``workers > 1`` and
+      ``reload=True`` need the string, since each worker process imports it.
+    - ``workers``: worker processes sharing one listening socket.
+    - ``reload``: restart the worker when a source file under the current directory changes
+      (for development).
+    - ``log_level``: ``"critical"``, ``"error"``, ``"warning"``, ``"info"`` or ``"debug"``.
+    - ``access_log``: one line per request on stdout (off by default).
+    - ``keep_alive_timeout``: seconds an idle keep-alive connection stays open.
+    - ``root_path``: the path prefix a proxy mounts the app under (ASGI ``root_path``).
+
+    Raises :class:`StartupFailed` when the app's lifespan startup fails, and
+    :class:`AppImportError` when the import string names nothing usable.
+    """
+    options = ServerOptions(
+        host=host,
+        port=port,
+        graceful_timeout=graceful_timeout,
+        log_level=log_level,
+        access_log=access_log,
+        keep_alive_timeout=keep_alive_timeout,
+        root_path=root_path,
+    )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+    configure_logging(log_level)
+    if workers == 1 and not reload:
+        target = load_app(app) if isinstance(app, str) else app
+        trio.run(serve_in_trio, target, options)
+        return
+    if not isinstance(app, str):
+        raise ValueError(
+            f"workers={workers}{' and reload=True' if reload else ''} need the app as an import string, "
+            "e.g. serve('main:app', workers=4): each worker process imports it"
+        )
+    load_app(app)  # a bad import string fails here, once, with its one-line message
+    code = trio.run(_supervise, app, options, workers, reload)
+    if code == STARTUP_FAILED_EXIT:
+        raise StartupFailed("a worker's startup failed (its error is logged above)")
+    if code:
+        raise RuntimeError(f"a worker exited with code {code} (its error is logged above)")
+
+
+def configure_logging(log_level: str) -> None:
+    """Log triolette's own lines to stderr like hypercorn does, unless logging is set up already."""
+    logger.setLevel(log_level.upper())
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z")
+        )
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _worker_process(app_path: str, options: ServerOptions, sockets: Sockets) -> None:
+    """A worker process (spawned): import the app, serve on the parent's sockets, drain on SIGTERM."""
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()  # a terminal's Ctrl+C goes to the parent, which tells each worker once
+    configure_logging(options.log_level)
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        sock.listen(_hypercorn_config_class().backlog)
+    try:
+        app = load_app(app_path)
+        trio.run(partial(serve_in_trio, app, options, sockets=sockets))
+    except AppImportError as exc:
+        logger.error("%s", exc)
+        sys.exit(BAD_APP_EXIT)
+    except StartupFailed as exc:
+        logger.error("Application startup failed: %s", exc, exc_info=exc.__cause__)
+        sys.exit(STARTUP_FAILED_EXIT)
+
+
+class _Supervisor:
+    """The parent of the worker processes: starts them, passes signals on, restarts on changes."""
+
+    def __init__(self, app_path: str, options: ServerOptions, workers: int, reload: bool) -> None:
+        self.app_path = app_path
+        self.options = options
+        self.workers = workers
+        self.reload = reload
+        self.config = options.hypercorn_config()
+        self.sockets = self.config.create_sockets()
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[BaseProcess] = []
+        self.stopping = False
+        self.restart = trio.Event()
+
+    def announce(self) -> None:
+        from hypercorn.utils import repr_socket_addr
+
+        for sock in self.sockets.insecure_sockets:
+            where = repr_socket_addr(sock.family, sock.getsockname())
+            logger.info("Serving on http://%s with %d worker process(es)", where, self.workers)
+
+    def start_workers(self) -> None:
+        self.processes = []
+        for _ in range(self.workers):
+            process = self.context.Process(
+                target=_worker_process, args=(self.app_path, self.options, self.sockets), name="triolette-worker"
+            )
+            process.start()
+            self.processes.append(process)
+
+    def signal_workers(self, signum: int) -> None:
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):  # it exited between the check and the kill
+                    os.kill(process.pid, signum)
+
+    def is_stopping(self) -> bool:
+        return self.stopping
+
+    async def watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self.stopping:
+                    logger.info("%s: shutting down the workers (they drain first)", name)
+                    self.stopping = True
+                    self.signal_workers(signal.SIGTERM)
+                    self.restart.set()
+                else:
+                    logger.warning("%s again: the workers cancel what is still in flight", name)
+                    self.signal_workers(signal.SIGINT)
+
+    async def watch_files(self) -> None:
+        before = await trio.to_thread.run_sync(_source_mtimes)
+        while True:
+            await trio.sleep(1)
+            now = await trio.to_thread.run_sync(_source_mtimes)
+            changed = sorted(str(path) for path in now if before.get(path) != now[path])
+            before = now
+            if changed and not self.stopping:
+                logger.info("Changes in %s: restarting", ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else ""))
+                self.signal_workers(signal.SIGTERM)
+                self.restart.set()
+
+    async def run_generation(self) -> int:
+        """Start the workers and wait for all of them; the first bad exit code stops the others."""
+        self.start_workers()
+        code = 0
+        async with trio.open_nursery() as nursery:
+            done, exits = trio.open_memory_channel[BaseProcess](math.inf)
+            for process in self.processes:
+                nursery.start_soon(_join, process, done)
+            for _ in self.processes:
+                process = await exits.receive()
+                exitcode = process.exitcode or 0
+                if not self.stopping and not self.restart.is_set():
+                    logger.error("Worker %s exited with code %s: stopping the others", process.pid, exitcode)
+                    code = code or exitcode or 1
+                    self.restart.set()
+                    self.signal_workers(signal.SIGTERM)
+        return code
+
+
+async def _join(process: BaseProcess, done: trio.MemorySendChannel[BaseProcess]) -> None:
+    await trio.to_thread.run_sync(process.join, abandon_on_cancel=True)
+    await done.send(process)
+
+
+def _source_mtimes() -> dict[Path, float]:
+    """Modification times of the imported modules' files under the current directory."""
+    here = Path.cwd()
+    found: dict[Path, float] = {}
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None)
+        if not filename:
+            continue
+        path = Path(filename)
+        if here not in path.parents:
+            continue
+        try:
+            found[path] = path.stat().st_mtime
+        except OSError:
+            found[path] = -1.0
+    return found
+
+
+async def _supervise(app_path: str, options: ServerOptions, workers: int, reload: bool) -> int:
+    supervisor = _Supervisor(app_path, options, workers, reload)
+    supervisor.announce()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervisor.watch_signals)
+            if reload:
+                nursery.start_soon(supervisor.watch_files)
+            while True:
+                supervisor.restart = trio.Event()
+                code = await supervisor.run_generation()
+                if supervisor.stopping or not reload:
+                    break
+                if code:  # a crash while reloading (a syntax error?): wait for the next change
+                    supervisor.restart = trio.Event()
+                    logger.info("Waiting for a change to restart")
+                    await supervisor.restart.wait()
+                    if supervisor.is_stopping():
+                        break
+            nursery.cancel_scope.cancel(reason="workers stopped")
+    finally:
+        for sock in [*supervisor.sockets.secure_sockets, *supervisor.sockets.insecure_sockets]:
+            sock.close()
+    return 0 if reload else code
