@@ -68,7 +68,8 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket) -> ASG
             handler = lookup_handler(scope, exc)
             if handler is None:
                 raise
-            if started or (sender is send and rs is not None and rs.response_started):
+            # As in Starlette, only an HTTP response counts: a WebSocket handler may close an accepted socket.
+            if started or (sender is send and rs is not None and not rs.is_websocket and rs.response_started):
                 raise RuntimeError("Caught handled exception, but response already started.") from exc
             response = await call_handler(handler, conn, exc)
             if response is not None:
