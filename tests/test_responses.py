@@ -553,6 +553,16 @@ def test_several_ranges_are_multipart_byteranges(file: Path) -> None:
     assert b"Content-Type: text/plain; charset=utf-8" in result.content
 
 
+def test_generate_multipart_matches_the_body_sent(file: Path) -> None:
+    ranges = [(0, 10), (20, 30)]
+    length, part_header = FileResponse(file).generate_multipart(ranges, "b0undary", len(CONTENT), "text/plain")
+    assert part_header(20, 30) == (
+        f"--b0undary\r\nContent-Type: text/plain\r\nContent-Range: bytes 20-29/{len(CONTENT)}\r\n\r\n".encode()
+    )
+    body = b"".join(part_header(start, end) + CONTENT[start:end] + b"\r\n" for start, end in ranges) + b"--b0undary--"
+    assert length == len(body)
+
+
 def test_overlapping_ranges_are_merged(file: Path) -> None:
     result = client_for(FileResponse(file)).get("/", headers={"Range": "bytes=0-49, 40-99"})
     assert result.status_code == 206

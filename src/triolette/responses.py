@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from datetime import datetime
 from email.utils import format_datetime, formatdate
@@ -367,6 +367,19 @@ class FileResponse(Response):
         self.stat_result = stat_result
         if stat_result is not None:
             self.set_stat_headers(stat_result)
+
+    def generate_multipart(
+        self, ranges: Sequence[tuple[int, int]], boundary: str, max_size: int, content_type: str
+    ) -> tuple[int, Callable[[int, int], bytes]]:
+        """Starlette's framing helper: the length of a ``multipart/byteranges`` body for
+        ``ranges``, and a function giving the header of the part for ``(start, end)``
+        (without the CRLF that ends the previous part)."""
+        framing = _ranges.multipart_byteranges(ranges, boundary, content_type, max_size)
+
+        def part_header(start: int, end: int) -> bytes:
+            return _ranges.multipart_byteranges([(start, end)], boundary, content_type, max_size).part_headers[0]
+
+        return framing.content_length, part_header
 
     def set_stat_headers(self, stat_result: os.stat_result) -> None:
         """Content-Length, Last-Modified and ETag from the file's ``stat``."""
