@@ -187,6 +187,7 @@ def with_secret_sibling(tmp_path: Path, statics: Path) -> Path:
         "/example.txt\x00.png",  # NUL byte
         "/C:/Windows/win.ini",
         "/\udcff",  # undecodable byte, as a surrogate
+        "/\ud800",  # a lone surrogate the file system cannot encode
         "/" + "a" * 5000,  # name too long
     ],
 )

@@ -148,6 +148,22 @@ async def test_debug_extension_reports_template_and_context(template_dir: Path) 
     assert sent[1]["type"] == "http.response.start"
 
 
+async def test_without_the_debug_extension_only_the_response_is_sent(template_dir: Path) -> None:
+    templates = Jinja2Templates(directory=template_dir)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    response = templates.TemplateResponse(Request(scope), "plain.j2", {"name": "n"})
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:  # pragma: no cover
+        raise AssertionError
+
+    await response(scope, receive, send)
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+
+
 def test_missing_jinja2_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "jinja2", None)
     monkeypatch.delitem(sys.modules, "triolette.templating")

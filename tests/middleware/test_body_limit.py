@@ -166,6 +166,16 @@ async def test_inner_limit_below_what_was_already_read() -> None:
     assert client.status == 413
 
 
+async def test_disconnect_passes_through() -> None:
+    async def read_once(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        await PlainTextResponse(message["type"])(scope, receive, send)
+
+    client = Client()
+    await RequestBodyLimitMiddleware(read_once, 10)(http_scope(), client.receive, client.send)
+    assert client.sent[1]["body"] == b"http.disconnect"
+
+
 async def test_non_http_scopes_pass_through() -> None:
     seen: list[str] = []
 

@@ -177,12 +177,14 @@ async def test_unusual_method_is_kept_as_the_original(
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await PlainTextResponse("ok")(scope, receive, send)
 
-    await OpenTelemetryMiddleware(app, tracer_provider=provider)(http_scope("get"), receive_nothing, Sink())
+    scope = http_scope("get", headers=[(b"host", b"example.com")])
+    await OpenTelemetryMiddleware(app, tracer_provider=provider)(scope, receive_nothing, Sink())
     span = only_span(exporter)
     assert span.attributes is not None
     assert span.attributes["http.request.method"] == "GET"
     assert span.attributes["http.request.method_original"] == "get"
-    assert "server.address" not in span.attributes
+    assert span.attributes["server.address"] == "example.com"
+    assert "server.port" not in span.attributes
 
 
 async def test_span_ends_when_the_request_is_cancelled(

@@ -213,6 +213,27 @@ async def test_replaced_plain_dict_session_is_stored() -> None:
     assert names == [b"vary", b"set-cookie"]
 
 
+async def test_a_session_object_that_only_reports_changes() -> None:
+    class WriteOnly(dict[str, Any]):
+        accessed = False
+        modified = True
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["session"] = WriteOnly(a=1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:  # pragma: no cover - not called
+        raise AssertionError
+
+    await SessionMiddleware(app, "example")({"type": "http", "headers": []}, receive, send)
+    assert [name for name, _ in sent[0]["headers"]] == [b"set-cookie"]
+
+
 def test_same_site_is_checked() -> None:
     with pytest.raises(ValueError, match=r"same_site must be 'lax', 'strict' or 'none', got 'Lax'"):
         SessionMiddleware(view, "k", same_site="Lax")  # type: ignore[arg-type]
@@ -247,3 +268,13 @@ def test_session_tracks_reads_and_changes() -> None:
     session |= {"z": 1}
     assert isinstance(session, Session)
     assert session == {"z": 1} and session.modified
+
+
+def test_missing_itsdangerous_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "itsdangerous", None)
+    monkeypatch.delitem(sys.modules, "triolette.middleware.sessions")
+    with pytest.raises(ModuleNotFoundError, match=r"pip install triolette\[sessions\]"):
+        importlib.import_module("triolette.middleware.sessions")

@@ -160,6 +160,8 @@ def test_a_string_for_allowed_hosts_is_refused() -> None:
         (None, None),
         ("", None),
         ("host:65536", None),
+        ("[1:2:3:4:5:6:7:8:9]", None),
+        ("[::1::2]:80", None),
     ],
 )
 def test_parse_host(value: str | None, expected: ParsedHost | None) -> None:
