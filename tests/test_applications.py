@@ -286,11 +286,6 @@ def test_lifespan_state_reaches_requests_and_nursery_is_open() -> None:
         _ = app.nursery
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BaseExceptionGroup,
-    reason="Triolette._run_lifespan runs the lifespan inside the app nursery, so its error leaves as an ExceptionGroup",
-)
 def test_lifespan_startup_failure_is_raised() -> None:
     @asynccontextmanager
     async def lifespan(app: Triolette) -> AsyncIterator[None]:
@@ -301,11 +296,6 @@ def test_lifespan_startup_failure_is_raised() -> None:
         pass  # pragma: no cover - startup fails
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BaseExceptionGroup,
-    reason="Triolette._run_lifespan runs the lifespan inside the app nursery, so its error leaves as an ExceptionGroup",
-)
 def test_lifespan_shutdown_failure_is_raised() -> None:
     @asynccontextmanager
     async def lifespan(app: Triolette) -> AsyncIterator[None]:
