@@ -11,7 +11,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -29,7 +29,7 @@ def running_apps() -> list[Triolette]:
     """The Triolette apps whose lifespan is running in the current trio run, outermost first."""
     try:
         return list(_RUNNING.get())
-    except LookupError:
+    except (LookupError, RuntimeError):  # none registered yet, or not in a trio run at all
         return []
 
 
@@ -48,18 +48,27 @@ def registered(app: Triolette) -> Iterator[None]:
         apps.remove(app)
 
 
-def mounted_apps(router: Router) -> list[ASGIApp]:
-    """The apps mounted directly or indirectly in ``router`` whose lifespan must run with it.
+# In a lifespan scope: the ids of the apps whose lifespans run in this lifespan tree, shared by
+# the whole tree, so that an app mounted twice (or mounted in its own sub-app) runs once.
+_TREE_KEY = "triolette.lifespan_tree"
+
+
+def mounted_apps(router: Router, scope: Scope) -> list[ASGIApp]:
+    """The apps mounted in ``router`` whose lifespan must run inside its own, in route order.
 
     A mounted ``Triolette`` always has one (its ``app.nursery`` opens with it); a mounted
-    ``Router`` has one when it was given ``lifespan=`` or mounts an app that has one. A
-    ``Mount(routes=[...])`` is looked through. Each app is returned once, in route order.
+    ``Router`` has one when it was given ``lifespan=`` or mounts an app that has one (a
+    ``Mount(routes=[...])`` is looked through). An app whose lifespan already runs in this
+    lifespan tree (the enclosing apps, an app mounted twice) is left out.
     """
+    tree: set[int] = scope.setdefault(_TREE_KEY, set())
+    tree.add(id(router))
+    if "app" in scope:
+        tree.add(id(scope["app"]))
     found: list[ASGIApp] = []
-    seen: set[int] = {id(router)}
     for app, base in _children(router):
-        if id(base) not in seen and _has_lifespan(base, seen):
-            seen.add(id(base))
+        if id(base) not in tree and _has_lifespan(base, set(tree)):
+            tree.add(id(base))
             found.append(app)
     return found
 
@@ -163,7 +172,7 @@ async def _mounted_lifespans(apps: Sequence[ASGIApp], scope: Scope) -> AsyncIter
                 for mounted in reversed(running):
                     await mounted.shutdown()
     except BaseExceptionGroup as group:
-        raise _single(group) from None
+        raise_single(group)
 
 
 def _child_scope(scope: Scope) -> Scope:
@@ -172,6 +181,8 @@ def _child_scope(scope: Scope) -> Scope:
         child["state"] = scope["state"]  # shared: what a mounted lifespan yields reaches request.state too
     if "app" in scope:
         child["app"] = scope["app"]  # a mounted Router's lifespan gets the enclosing app
+    if _TREE_KEY in scope:
+        child[_TREE_KEY] = scope[_TREE_KEY]
     return child
 
 
@@ -218,10 +229,19 @@ class _MountedLifespan:
         await self._done.wait()
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception in ``group`` (looking through nested groups), or the group itself."""
+def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one exception in ``group`` as itself (nested groups looked through), keeping
+    its own ``__context__``; raise the group when it holds several."""
     leaves = list(_leaves(group))
-    return leaves[0] if len(leaves) == 1 else group
+    if len(leaves) != 1:
+        raise group
+    exc = leaves[0]
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context  # raising it here made the group its context: put back its own
+        del exc, context
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:

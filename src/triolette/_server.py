@@ -223,7 +223,7 @@ async def serve_in_trio(
     from hypercorn.utils import wrap_app
 
     config = options.hypercorn_config()
-    announce = _Announce(task_status)
+    announce = _Announce(app, task_status)
     try:
         async with trio.open_nursery() as nursery:
             shutdown = _Shutdown(options, nursery)
@@ -251,13 +251,16 @@ async def serve_in_trio(
 class _Announce:
     """Passes hypercorn's bound addresses on to our caller, and says where we serve."""
 
-    def __init__(self, task_status: trio.TaskStatus[list[str]]) -> None:
+    def __init__(self, app: ASGIApp, task_status: trio.TaskStatus[list[str]]) -> None:
+        self.app = app
         self.task_status = task_status
 
     def started(self, binds: list[str]) -> None:
-        # hypercorn starts listening even when the lifespan startup has just failed (and its
-        # task group is already cancelled): say "serving" only when that is true.
-        if trio.current_effective_deadline() != -math.inf:
+        from triolette.applications import Triolette
+
+        # hypercorn starts listening even when the lifespan startup has just failed (its
+        # lifespan task has not ended yet): say "serving" only when that is true.
+        if not (isinstance(self.app, Triolette) and self.app not in running_apps()):
             logger.info("Serving on %s", ", ".join(binds))
         self.task_status.started(binds)
 

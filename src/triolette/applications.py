@@ -15,7 +15,7 @@ import sniffio
 import trio
 
 from triolette._exception_handler import call_handler, lookup_handler
-from triolette._lifespan import registered, walk_apps
+from triolette._lifespan import raise_single, registered, walk_apps
 from triolette._scope import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
@@ -284,13 +284,16 @@ class Triolette:
         if self.draining.is_set():
             self.draining = trio.Event()
         with registered(self):
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    await stack(scope, lifespan_receive, lifespan_send)
-                finally:
-                    nursery.cancel_scope.cancel(reason="server shutting down")
-                    self._nursery = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
+                        await stack(scope, lifespan_receive, lifespan_send)
+                    finally:
+                        nursery.cancel_scope.cancel(reason="server shutting down")
+                        self._nursery = None
+            except BaseExceptionGroup as group:
+                raise_single(group)  # the lifespan's own error, with its class
         for message in held:
             await send(message)
 

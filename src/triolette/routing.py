@@ -592,7 +592,7 @@ class Router:
         apps mounted here nested inside it (startup outer to inner, shutdown inner to outer)."""
         from triolette._lifespan import mounted_apps, run_lifespan
 
-        await run_lifespan(self.lifespan_context, scope, receive, send, mounted_apps(self))
+        await run_lifespan(self.lifespan_context, scope, receive, send, mounted_apps(self, scope))
 
     def _candidates(self, route_path: str) -> list[BaseRoute]:
         index = self._index

@@ -1,0 +1,295 @@
+"""triolette.serve and the worker behind it: options, loading the app, drain on a signal.
+
+The worker tests serve on 127.0.0.1 (a port the OS picks) in the test's own trio run, with
+real sockets and real time, every wait bounded by ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+import triolette
+from triolette._server import (
+    HYPERCORN_BACKSTOP,
+    AppImportError,
+    ServerOptions,
+    StartupFailed,
+    load_app,
+    serve,
+    serve_in_trio,
+)
+from triolette.applications import Triolette
+from triolette.requests import Request
+from triolette.responses import PlainTextResponse, Response
+from triolette.routing import Route
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def test_defaults_fit_production() -> None:
+    config = ServerOptions().hypercorn_config()
+    assert config.bind == ["127.0.0.1:8000"]
+    assert config.accesslog is None
+    assert config.keep_alive_timeout == 5
+    assert config.graceful_timeout == 30 + 5 + HYPERCORN_BACKSTOP  # the app's drain goes first
+
+
+def test_options_reach_hypercorn() -> None:
+    options = ServerOptions(
+        host="::1", port=0, graceful_timeout=2, log_level="debug", access_log=True, keep_alive_timeout=9, root_path="/x"
+    )
+    config = options.hypercorn_config()
+    assert config.bind == ["[::1]:0"]
+    assert config.accesslog is not None
+    assert config.loglevel == "DEBUG"
+    assert config.keep_alive_timeout == 9
+    assert config.root_path == "/x"
+    assert config.graceful_timeout == 2 + 5 + HYPERCORN_BACKSTOP
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"host": ""}, r"host must be a host name or address, got ''"),
+        ({"port": 70000}, r"port must be a whole number from 0 to 65535, got 70000"),
+        ({"port": True}, r"port must be a whole number from 0 to 65535, got True"),
+        ({"graceful_timeout": -1}, r"graceful_timeout must be a number of seconds >= 0, got -1"),
+        ({"log_level": "loud"}, r"log_level must be one of critical, error, warning, info, debug; got 'loud'"),
+        ({"keep_alive_timeout": 0}, r"keep_alive_timeout must be a positive number of seconds, got 0"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerOptions(**options)
+
+
+@pytest.mark.parametrize("workers", [0, -2, True, 1.5])
+def test_workers_must_be_a_whole_number(workers: Any) -> None:
+    with pytest.raises(ValueError, match=r"workers must be a whole number >= 1, got"):
+        serve(Triolette(), workers=workers)
+
+
+def test_worker_processes_need_an_import_string() -> None:
+    with pytest.raises(ValueError, match=r"workers=2 need the app as an import string, e\.g\. serve\('main:app'"):
+        serve(Triolette(), workers=2)
+    with pytest.raises(ValueError, match=r"workers=1 and reload=True need the app as an import string"):
+        serve(Triolette(), reload=True)
+
+
+def test_importing_triolette_does_not_import_hypercorn() -> None:
+    import subprocess
+
+    code = "import sys, triolette; assert 'hypercorn' not in sys.modules; print(triolette.serve.__module__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "triolette._server"
+    assert triolette.serve is serve
+    with pytest.raises(AttributeError, match=r"module 'triolette' has no attribute 'nothing'"):
+        _ = triolette.nothing  # type: ignore[attr-defined]
+
+
+# -- loading the app ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "shop.py").write_text(
+        "from triolette.applications import Triolette\napp = Triolette()\nclass holder:\n    app = app\nnumber = 3\n"
+    )
+    (tmp_path / "broken.py").write_text("import not_installed_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in ("shop", "broken"):
+        sys.modules.pop(name, None)
+
+
+def test_load_app_finds_the_attribute(project: Path) -> None:
+    import shop  # type: ignore[import-not-found]
+
+    assert load_app("shop:app") is shop.app
+    assert load_app("shop:holder.app") is shop.app
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("shop", r"the app must be given as 'module:attribute' \(e\.g\. 'main:app'\), got 'shop'"),
+        ("shop:", r"the app must be given as 'module:attribute'"),
+        ("nowhere:app", r"could not import module 'nowhere' \(no module named 'nowhere'\); run from the directory"),
+        ("shop.sub:app", r"could not import module 'shop\.sub' \(no module named 'shop\.sub'\)"),
+        ("shop:application", r"module 'shop' has no attribute 'application'"),
+        ("shop:number", r"'shop:number' is 3, not an ASGI app"),
+    ],
+)
+def test_load_app_says_what_was_not_found(project: Path, path: str, message: str) -> None:
+    with pytest.raises(AppImportError, match=message) as info:
+        load_app(path)
+    assert "\n" not in str(info.value)
+
+
+def test_an_import_error_inside_the_module_is_not_hidden(project: Path) -> None:
+    with pytest.raises(ModuleNotFoundError, match="not_installed_anywhere"):
+        load_app("broken:app")
+
+
+# -- one worker, in this trio run ----------------------------------------------------------------
+
+
+def drain_app(log: list[str], **options: Any) -> Triolette:
+    started = trio.Event()
+
+    async def slow(request: Request) -> Response:
+        started.set()
+        try:
+            await trio.sleep(float(request.query_params.get("s", "1")))
+        except trio.Cancelled as exc:
+            log.append(f"cancelled: {exc.reason}")
+            raise
+        log.append(f"slow answered, draining={request.app.draining.is_set()}")
+        return PlainTextResponse("slow done")
+
+    async def fast(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app = Triolette(routes=[Route("/slow", slow), Route("/", fast)], **options)
+    app.state.started = started
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, stop: trio.Event | None = None, **options: Any) -> AsyncIterator[tuple[str, trio.Nursery]]:
+    opts = ServerOptions(port=0, log_level="warning", **options)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            binds = await nursery.start(lambda task_status: serve_in_trio(app, opts, stop=stop, task_status=task_status))
+        yield binds[0], nursery
+
+
+async def test_stop_drains_a_request_in_flight_and_refuses_new_connections() -> None:
+    log: list[str] = []
+    app = drain_app(log)
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with serving(app, stop) as (url, _), httpx.AsyncClient() as client, trio.open_nursery() as nursery:
+            answers: list[httpx.Response] = []
+
+            async def slow() -> None:
+                answers.append(await client.get(f"{url}/slow?s=1"))
+
+            nursery.start_soon(slow)
+            await app.state.started.wait()
+            stop.set()
+            await app.draining.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            async with httpx.AsyncClient() as other:
+                with pytest.raises(httpx.ConnectError):
+                    await other.get(f"{url}/")
+    assert answers[0].status_code == 200
+    assert answers[0].text == "slow done"
+    assert log == ["slow answered, draining=True"]
+
+
+async def test_what_outlives_the_graceful_timeout_is_cancelled() -> None:
+    log: list[str] = []
+    app = drain_app(log)
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with (
+            serving(app, stop, graceful_timeout=0.2) as (url, _),
+            httpx.AsyncClient() as client,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def slow() -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(f"{url}/slow?s=30")
+
+            nursery.start_soon(slow)
+            await app.state.started.wait()
+            stop.set()
+    assert log == ["cancelled: server shutting down"]
+
+
+async def test_sigterm_drains() -> None:
+    log: list[str] = []
+    app = drain_app(log)
+    with trio.fail_after(10):
+        async with serving(app) as (url, _), httpx.AsyncClient() as client, trio.open_nursery() as nursery:
+            answers: list[httpx.Response] = []
+
+            async def slow() -> None:
+                answers.append(await client.get(f"{url}/slow?s=0.5"))
+
+            nursery.start_soon(slow)
+            await app.state.started.wait()
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert [a.status_code for a in answers] == [200]
+    assert log == ["slow answered, draining=True"]
+
+
+async def test_a_second_sigint_cancels_at_once() -> None:
+    log: list[str] = []
+    app = drain_app(log)
+    with trio.fail_after(10):
+        async with serving(app) as (url, _), httpx.AsyncClient() as client, trio.open_nursery() as nursery:
+
+            async def slow() -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(f"{url}/slow?s=30")
+
+            nursery.start_soon(slow)
+            await app.state.started.wait()
+            os.kill(os.getpid(), signal.SIGINT)
+            await app.draining.wait()
+            os.kill(os.getpid(), signal.SIGTERM)  # a repeated SIGTERM is only noted
+            await trio.sleep(0.1)
+            assert log == []
+            os.kill(os.getpid(), signal.SIGINT)
+    assert log == ["cancelled: server shutting down"]
+
+
+async def test_a_failed_startup_raises_with_the_message() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Triolette) -> AsyncIterator[None]:
+        raise RuntimeError("database unreachable")
+        yield  # pragma: no cover
+
+    with trio.fail_after(10), pytest.raises(StartupFailed, match=r"^RuntimeError: database unreachable$") as info:
+        await serve_in_trio(Triolette(lifespan=lifespan), ServerOptions(port=0, log_level="critical"))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_serve_runs_until_the_signal(project: Path) -> None:
+    """serve() itself, from sync code: SIGTERM (sent from a trio task in the app) stops it."""
+    (project / "selfstop.py").write_text(
+        "import os, signal\n"
+        "from contextlib import asynccontextmanager\n"
+        "from triolette.applications import Triolette\n"
+        "events = []\n"
+        "@asynccontextmanager\n"
+        "async def lifespan(app):\n"
+        "    events.append('startup')\n"
+        "    app.nursery.start_soon(lambda: _stop())\n"
+        "    yield\n"
+        "    events.append('shutdown')\n"
+        "async def _stop():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "app = Triolette(lifespan=lifespan)\n"
+    )
+    try:
+        serve("selfstop:app", port=0, log_level="warning")
+        import selfstop  # type: ignore[import-not-found]
+
+        assert selfstop.events == ["startup", "shutdown"]
+    finally:
+        sys.modules.pop("selfstop", None)
