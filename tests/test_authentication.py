@@ -145,7 +145,10 @@ def test_custom_status_code() -> None:
 def test_redirect_keeps_the_original_url_in_next(path: str) -> None:
     response = client.get(path + "?page=2")
     assert response.status_code == 303
-    assert response.headers["location"] == "http://testserver/?next=http%3A%2F%2Ftestserver" + path.replace("/", "%2F") + "%3Fpage%3D2"
+    assert (
+        response.headers["location"]
+        == "http://testserver/?next=http%3A%2F%2Ftestserver" + path.replace("/", "%2F") + "%3Fpage%3D2"
+    )
     assert client.get(path, auth=ALICE).status_code == 200
 
 

@@ -121,9 +121,7 @@ class SchemaGenerator(BaseSchemaGenerator):
 
     def get_schema(self, routes: list[BaseRoute]) -> dict[str, Any]:
         schema = dict(self.base_schema)
-        paths: dict[str, dict[str, Any]] = {
-            path: dict(ops) for path, ops in (schema.get("paths") or {}).items()
-        }
+        paths: dict[str, dict[str, Any]] = {path: dict(ops) for path, ops in (schema.get("paths") or {}).items()}
         schema["paths"] = paths
         version = re.match(r"(\d+)\.(\d+)", str(schema.get("openapi", "")))
         supports_query = version is not None and (int(version[1]), int(version[2])) >= (3, 2)

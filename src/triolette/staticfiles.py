@@ -31,9 +31,7 @@ class NotModifiedResponse(Response):
     def __init__(self, headers: Headers | Mapping[str, str]):
         super().__init__(
             status_code=304,
-            headers={
-                name: value for name, value in headers.items() if name.lower() in self.NOT_MODIFIED_HEADERS
-            },
+            headers={name: value for name, value in headers.items() if name.lower() in self.NOT_MODIFIED_HEADERS},
         )
 
 
@@ -94,9 +92,7 @@ class StaticFiles:
             await send({"type": "websocket.close", "code": 1000, "reason": ""})
             return
         if scope["type"] != "http":
-            raise RuntimeError(
-                f"StaticFiles serves 'http' requests; it was called with a {scope['type']!r} scope"
-            )
+            raise RuntimeError(f"StaticFiles serves 'http' requests; it was called with a {scope['type']!r} scope")
         if not self.config_checked:
             await self.check_config()
             self.config_checked = True
@@ -200,9 +196,7 @@ class StaticFiles:
             if if_none_match.strip() == "*":
                 return True
             etag = response_headers.get("etag")
-            return etag is not None and etag in (
-                tag.strip().removeprefix("W/") for tag in if_none_match.split(",")
-            )
+            return etag is not None and etag in (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
 
         if_modified_since = request_headers.get("if-modified-since")
         last_modified = response_headers.get("last-modified")

@@ -46,9 +46,7 @@ class _TemplateResponse(HTMLResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A test client that asks for it ("http.response.debug") learns the template and context.
         if "http.response.debug" in scope.get("extensions", {}):
-            await send(
-                {"type": "http.response.debug", "info": {"template": self.template, "context": self.context}}
-            )
+            await send({"type": "http.response.debug", "info": {"template": self.template, "context": self.context}})
         await super().__call__(scope, receive, send)
 
 

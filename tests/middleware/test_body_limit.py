@@ -24,7 +24,10 @@ async def echo(request: Request) -> Response:
 
 
 def client_for(limit: int) -> TestClient:
-    app = Triolette(routes=[Route("/", echo, methods=["POST"])], middleware=[Middleware(RequestBodyLimitMiddleware, max_body_size=limit)])
+    app = Triolette(
+        routes=[Route("/", echo, methods=["POST"])],
+        middleware=[Middleware(RequestBodyLimitMiddleware, max_body_size=limit)],
+    )
     return TestClient(app)
 
 
@@ -119,7 +122,9 @@ async def test_response_of_an_app_that_ignores_a_declared_too_large_body_is_repl
 @pytest.mark.parametrize("value", [b"abc", b"-1", b""])
 async def test_unparseable_content_length_is_ignored(value: bytes) -> None:
     client = Client(b"a" * 5)
-    await RequestBodyLimitMiddleware(read_all, 10)(http_scope([(b"content-length", value)]), client.receive, client.send)
+    await RequestBodyLimitMiddleware(read_all, 10)(
+        http_scope([(b"content-length", value)]), client.receive, client.send
+    )
     assert client.status == 200
 
 

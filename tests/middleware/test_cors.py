@@ -44,8 +44,7 @@ def test_allow_all_preflight() -> None:
     assert response.headers["access-control-allow-methods"] == "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, QUERY"
     assert "access-control-allow-credentials" not in response.headers
     assert response.headers["vary"] == (
-        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
-        "Access-Control-Request-Private-Network"
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, Access-Control-Request-Private-Network"
     )
 
 

@@ -54,9 +54,7 @@ class AuthenticationMiddleware:
                 await self.on_error(conn, exc)(scope, receive, send)
             return
 
-        scope["auth"], scope["user"] = (
-            result if result is not None else (AuthCredentials(), UnauthenticatedUser())
-        )
+        scope["auth"], scope["user"] = result if result is not None else (AuthCredentials(), UnauthenticatedUser())
         await self.app(scope, receive, send)
 
     @staticmethod

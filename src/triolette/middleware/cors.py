@@ -15,8 +15,7 @@ ALL_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUER
 SAFELISTED_HEADERS = {"Accept", "Accept-Language", "Content-Language", "Content-Type"}
 
 _PREFLIGHT_VARY = (
-    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
-    "Access-Control-Request-Private-Network"
+    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, Access-Control-Request-Private-Network"
 )
 _ALLOW_ORIGIN = b"access-control-allow-origin"
 _VARY = b"vary"
@@ -84,8 +83,7 @@ class CORSMiddleware:
         # Encoded once here, so that a simple request costs one pass over the response headers.
         self._origin_set = frozenset(allow_origins)
         self._simple_raw = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in simple_headers.items()
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in simple_headers.items()
         ]
         # With credentials, even "allow any origin" must name the caller's origin.
         self._mirror_origin_always = allow_all_origins and allow_credentials
@@ -144,9 +142,7 @@ class CORSMiddleware:
             if self.allow_all_headers:
                 # Any header is allowed: the answer must list the requested ones back.
                 headers["Access-Control-Allow-Headers"] = requested_headers
-            elif any(
-                header.strip().lower() not in self.allow_headers for header in requested_headers.split(",")
-            ):
+            elif any(header.strip().lower() not in self.allow_headers for header in requested_headers.split(",")):
                 failures.append("headers")
 
         if requested_private_network is not None:
@@ -157,19 +153,13 @@ class CORSMiddleware:
 
         # Browsers enforce CORS themselves; a 400 that says why is kinder to whoever debugs it.
         if failures:
-            return PlainTextResponse(
-                "Disallowed CORS " + ", ".join(failures), status_code=400, headers=headers
-            )
+            return PlainTextResponse("Disallowed CORS " + ", ".join(failures), status_code=400, headers=headers)
         return PlainTextResponse("OK", status_code=200, headers=headers)
 
-    async def simple_response(
-        self, scope: Scope, receive: Receive, send: Send, request_headers: Headers
-    ) -> None:
+    async def simple_response(self, scope: Scope, receive: Receive, send: Send, request_headers: Headers) -> None:
         """Run the app, adding the CORS headers for ``request_headers``' origin to its response."""
         origin = request_headers.get("origin")
-        await self.app(
-            scope, receive, self._wrap_send(send, None if origin is None else origin.encode("latin-1"))
-        )
+        await self.app(scope, receive, self._wrap_send(send, None if origin is None else origin.encode("latin-1")))
 
     async def send(self, message: Message, send: Send, request_headers: Headers) -> None:
         """Send ``message``, adding the CORS headers to it if it starts the response."""

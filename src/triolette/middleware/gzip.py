@@ -52,9 +52,7 @@ class GZipMiddleware:
         exclude_content_types: tuple[str, ...] = DEFAULT_EXCLUDED_CONTENT_TYPES,
     ) -> None:
         if not 0 <= compresslevel <= 9 and compresslevel != -1:
-            raise ValueError(
-                f"GZipMiddleware compresslevel must be -1 or between 0 and 9, got {compresslevel!r}"
-            )
+            raise ValueError(f"GZipMiddleware compresslevel must be -1 or between 0 and 9, got {compresslevel!r}")
         self.app = app
         self.minimum_size = minimum_size
         self.compresslevel = compresslevel
@@ -75,9 +73,7 @@ class GZipMiddleware:
                 exclude_content_types=self.exclude_content_types,
             )
         else:
-            responder = IdentityResponder(
-                self.app, self.minimum_size, exclude_content_types=self.exclude_content_types
-            )
+            responder = IdentityResponder(self.app, self.minimum_size, exclude_content_types=self.exclude_content_types)
         await responder(scope, receive, send)
 
 

@@ -23,9 +23,7 @@ class HTTPSRedirectMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scheme = (
-            _SECURE_SCHEMES.get(scope.get("scheme", "")) if scope["type"] in ("http", "websocket") else None
-        )
+        scheme = _SECURE_SCHEMES.get(scope.get("scheme", "")) if scope["type"] in ("http", "websocket") else None
         if scheme is None:
             await self.app(scope, receive, send)
             return

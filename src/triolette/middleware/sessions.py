@@ -17,8 +17,7 @@ try:
     from itsdangerous.exc import BadSignature
 except ModuleNotFoundError as exc:
     raise ModuleNotFoundError(
-        "SessionMiddleware needs the 'itsdangerous' package. "
-        "Install it with 'pip install triolette[sessions]'."
+        "SessionMiddleware needs the 'itsdangerous' package. Install it with 'pip install triolette[sessions]'."
     ) from exc
 
 __all__ = ["Session", "SessionMiddleware"]
@@ -49,9 +48,7 @@ class SessionMiddleware:
         partitioned: bool = False,
     ) -> None:
         if same_site not in _SAME_SITE_VALUES:
-            raise ValueError(
-                f"SessionMiddleware same_site must be 'lax', 'strict' or 'none', got {same_site!r}"
-            )
+            raise ValueError(f"SessionMiddleware same_site must be 'lax', 'strict' or 'none', got {same_site!r}")
         self.app = app
         self.signer = itsdangerous.TimestampSigner(str(secret_key))
         self.session_cookie = session_cookie
@@ -112,9 +109,7 @@ class SessionMiddleware:
             add_vary(headers, b"Cookie")
         if modified and session:
             data = self.signer.sign(b64encode(json.dumps(session).encode("utf-8"))).decode("utf-8")
-            headers.append(
-                (b"set-cookie", (self._cookie_prefix + data + self._cookie_suffix).encode("latin-1"))
-            )
+            headers.append((b"set-cookie", (self._cookie_prefix + data + self._cookie_suffix).encode("latin-1")))
         elif modified and had_session:
             headers.append((b"set-cookie", self._clear_cookie))
 

@@ -35,9 +35,7 @@ class TrustedHostMiddleware:
                 f"got the string {allowed_hosts!r}; write [{allowed_hosts!r}]"
             )
         for pattern in allowed_hosts:
-            if "*" in pattern[1:] or (
-                pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")
-            ):
+            if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):
                 raise ValueError(
                     f"Domain wildcard patterns must be like '*.example.com', got {pattern!r} in allowed_hosts"
                 )
