@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from triolette._lifespan import running_apps
+from triolette._lifespan import raise_single, running_apps
 from triolette.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -243,6 +243,8 @@ async def serve_in_trio(
     except BaseException as exc:
         message = _startup_failure(exc)
         if message is None:
+            if isinstance(exc, BaseExceptionGroup):
+                raise_single(exc)  # e.g. the OSError of a port in use, as itself
             raise
         raise StartupFailed(message) from _original_error(exc)
     logger.info("Stopped")

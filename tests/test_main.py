@@ -1,0 +1,131 @@
+"""python -m triolette: arguments, help, and the one-line errors."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import triolette._server
+from triolette.__main__ import build_parser, main
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "site_app.py").write_text(
+        "import contextlib\n"
+        "from triolette.applications import Triolette\n"
+        "@contextlib.asynccontextmanager\n"
+        "async def broken(app):\n"
+        "    raise RuntimeError('database unreachable')\n"
+        "    yield\n"
+        "app = Triolette()\n"
+        "failing = Triolette(lifespan=broken)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("site_app", None)
+
+
+def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: triolette [-h]")
+    for option in ("--host", "--port", "--workers", "--graceful-timeout", "--reload", "--log-level", "--access-log"):
+        assert option in out
+    assert "On SIGTERM or SIGINT the server stops accepting connections" in out
+    assert "(default: 127.0.0.1)" in out
+
+
+def test_defaults_fit_production() -> None:
+    args = build_parser().parse_args(["main:app"])
+    assert (args.host, args.port, args.workers, args.graceful_timeout) == ("127.0.0.1", 8000, 1, 30)
+    assert (args.access_log, args.reload, args.log_level) == (False, False, "info")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["main:app", "--port", "http"], "argument --port: expected a port number, got 'http'"),
+        (["main:app", "--port", "70000"], "expected a port from 0 to 65535 (0: any free port), got '70000'"),
+        (["main:app", "--workers", "0"], "argument --workers: expected a whole number >= 1, got '0'"),
+        (["main:app", "--graceful-timeout", "-1"], "expected a number of seconds >= 0, got '-1'"),
+        (["main:app", "--graceful-timeout", "soon"], "expected a number of seconds, got 'soon'"),
+        (["main:app", "--log-level", "loud"], "argument --log-level: invalid choice: 'loud'"),
+        ([], "the following arguments are required: APP"),
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        ("nowhere:app", "triolette: error: could not import module 'nowhere' (no module named 'nowhere')"),
+        ("site_app:application", "triolette: error: module 'site_app' has no attribute 'application'"),
+        ("site_app", "triolette: error: the app must be given as 'module:attribute' (e.g. 'main:app')"),
+    ],
+)
+def test_a_bad_app_is_one_line_and_exit_2(
+    project: Path, app: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([app]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message)
+    assert err.count("\n") == 1
+
+
+def test_options_reach_serve(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(triolette._server, "serve", lambda app, **kw: calls.append((app, kw)))
+    argv = ["site_app:app", "--host", "0.0.0.0", "--port", "0", "--workers", "3", "--graceful-timeout", "12.5"]
+    argv += ["--reload", "--log-level", "debug", "--access-log", "--keep-alive-timeout", "2", "--root-path", "/api"]
+    assert main(argv) == 0
+    assert calls == [
+        (
+            "site_app:app",
+            {
+                "host": "0.0.0.0",
+                "port": 0,
+                "workers": 3,
+                "graceful_timeout": 12.5,
+                "reload": True,
+                "log_level": "debug",
+                "access_log": True,
+                "keep_alive_timeout": 2.0,
+                "root_path": "/api",
+            },
+        )
+    ]
+
+
+def test_a_failed_startup_exits_1_with_the_message(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["site_app:failing", "--port", "0", "--log-level", "critical"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith("triolette: error: application startup failed: RuntimeError: database unreachable\n")
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            assert main(["site_app:app", "--port", str(port), "--log-level", "critical"]) == 1
+            gc.collect()  # hypercorn leaves the socket it could not bind unclosed; let it go here
+    err = capsys.readouterr().err
+    assert err.startswith(f"triolette: error: could not listen on 127.0.0.1:{port}: ")
