@@ -140,6 +140,9 @@ class HTTPConnection(Mapping[str, Any], Generic[StateT]):
         if "session" not in self.scope:
             raise AssertionError("SessionMiddleware must be installed to access request.session")
         session: dict[str, Any] = self.scope["session"]
+        mark_accessed = getattr(session, "mark_accessed", None)  # SessionMiddleware then sends Vary: Cookie
+        if mark_accessed is not None:
+            mark_accessed()
         return session
 
     @property

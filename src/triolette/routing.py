@@ -620,12 +620,14 @@ class Router:
         for route in self._candidates(route_path):
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
+                scope["route"] = route
                 scope.update(child_scope)
                 await route.handle(scope, receive, send)
                 return
             if match is Match.PARTIAL and partial is None:
                 partial, partial_scope = route, child_scope
         if partial is not None:
+            scope["route"] = partial
             scope.update(partial_scope)
             await partial.handle(scope, receive, send)
             return

@@ -69,7 +69,6 @@ def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
     return spans[0]
 
 
-@pytest.mark.xfail(reason="core routing does not set scope['route'] yet (Starlette 1.10 does)", strict=True)
 def test_span_for_a_request(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     client = TestClient(make_app(provider))
     response = client.get("/users/42?verbose=1", headers={"user-agent": "tests/1.0"})
@@ -96,7 +95,6 @@ def test_span_for_a_request(provider: TracerProvider, exporter: InMemorySpanExpo
     assert span.instrumentation_scope.name == "triolette"
 
 
-@pytest.mark.xfail(reason="core routing does not set scope['route'] yet (Starlette 1.10 does)", strict=True)
 def test_mounted_routes_keep_their_prefix(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     client = TestClient(make_app(provider))
     client.get("/api/items/spoon")

@@ -77,9 +77,6 @@ def test_session_round_trip_and_cookie_attributes() -> None:
     assert client.get("/view").json() == {"session": {}}
 
 
-@pytest.mark.xfail(
-    reason="core HTTPConnection.session does not call mark_accessed() yet (Starlette's does)", strict=True
-)
 def test_reading_the_session_varies_by_cookie_without_setting_it() -> None:
     response = TestClient(make_app()).get("/view")
     assert response.headers["vary"] == "Cookie"
