@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from triolette._scope import INTERNAL_EXCEPTIONS, get_request_scope
+from triolette._scope import INTERNAL_EXCEPTIONS, RequestScope, get_request_scope
 from triolette._utils import is_async_callable
 from triolette.concurrency import run_in_threadpool
 from triolette.exceptions import HTTPException
@@ -18,6 +18,37 @@ ExceptionHandlers = dict[Any, ExceptionHandler]
 StatusHandlers = dict[int, ExceptionHandler]
 
 HANDLERS_KEY = "triolette.exception_handlers"
+
+
+class ResponseWatch:
+    """Tells whether an HTTP response has started through ``send``.
+
+    When ``send`` is the RequestScope's own, the RequestScope already knows, and ``send``
+    is used as it is; otherwise (a middleware wrapped it) the watch wraps it to see.
+    """
+
+    __slots__ = ("_inner", "_rs", "_started", "send")
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        rs = get_request_scope(scope)
+        self._started = False
+        self._inner = send
+        if rs is not None and not rs.is_websocket and getattr(send, "__self__", None) is rs:
+            self._rs: RequestScope | None = rs
+            self.send = send
+        else:
+            self._rs = None
+            self.send = self._tracking_send
+
+    @property
+    def started(self) -> bool:
+        rs = self._rs
+        return rs.response_started if rs is not None else self._started
+
+    async def _tracking_send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._started = True
+        await self._inner(message)
 
 
 def lookup_handler(scope: Scope, exc: BaseException) -> ExceptionHandler | None:
@@ -46,22 +77,9 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket) -> ASG
     """Run ``app``; answer an exception it raises with the handler registered for it."""
 
     async def wrapped_app(scope: Scope, receive: Receive, send: Send) -> None:
-        rs = get_request_scope(scope)
-        started = False
-        sender: Send
-        if rs is None or getattr(send, "__self__", None) is not rs:
-
-            async def tracking_send(message: Message) -> None:
-                nonlocal started
-                if message["type"] == "http.response.start":
-                    started = True
-                await send(message)
-
-            sender = tracking_send
-        else:
-            sender = send
+        watch = ResponseWatch(scope, send)
         try:
-            await app(scope, receive, sender)
+            await app(scope, receive, watch.send)
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
@@ -69,11 +87,11 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket) -> ASG
             if handler is None:
                 raise
             # As in Starlette, only an HTTP response counts: a WebSocket handler may close an accepted socket.
-            if started or (sender is send and rs is not None and not rs.is_websocket and rs.response_started):
+            if watch.started:
                 raise RuntimeError("Caught handled exception, but response already started.") from exc
             response = await call_handler(handler, conn, exc)
             if response is not None:
-                await response(scope, receive, sender)
+                await response(scope, receive, watch.send)
             exc.__traceback__ = None  # a reused exception instance would collect tracebacks
 
     return wrapped_app

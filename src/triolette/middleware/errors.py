@@ -12,11 +12,11 @@ import sys
 import traceback
 from typing import Any
 
-from triolette._exception_handler import call_handler
-from triolette._scope import INTERNAL_EXCEPTIONS, get_request_scope
+from triolette._exception_handler import ResponseWatch, call_handler
+from triolette._scope import INTERNAL_EXCEPTIONS
 from triolette.requests import Request
 from triolette.responses import HTMLResponse, PlainTextResponse, Response
-from triolette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
+from triolette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 __all__ = ["ServerErrorMiddleware"]
 
@@ -57,26 +57,13 @@ class ServerErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rs = get_request_scope(scope)
-        started = False
-        inner_send: Send
-        if rs is None or getattr(send, "__self__", None) is not rs:
-
-            async def tracking_send(message: Message) -> None:
-                nonlocal started
-                if message["type"] == "http.response.start":
-                    started = True
-                await send(message)
-
-            inner_send = tracking_send
-        else:
-            inner_send = send
+        watch = ResponseWatch(scope, send)
         try:
-            await self.app(scope, receive, inner_send)
+            await self.app(scope, receive, watch.send)
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
-            if not (started or (rs is not None and inner_send is send and rs.response_started)):
+            if not watch.started:
                 response = await self.build_response(Request(scope), exc)
                 if response is not None:
                     await response(scope, receive, send)
