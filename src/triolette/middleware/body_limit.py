@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from triolette._scope import get_request_scope
 from triolette.exceptions import HTTPException
 from triolette.middleware._headers import request_header
 from triolette.responses import PlainTextResponse
@@ -42,6 +43,14 @@ class RequestBodyLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rs = get_request_scope(scope)
+        if rs is not None and getattr(receive, "__self__", None) is rs:
+            # Inside a triolette app the RequestScope already counts the body as it is read
+            # and checks Content-Length first: setting its limit is all this layer needs.
+            rs.max_body_size = self.max_body_size
+            scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
             await self.app(scope, receive, send)
             return
         await RequestBodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
