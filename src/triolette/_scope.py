@@ -17,6 +17,7 @@ the watcher creates its own cancel scope only if it runs while the app is still 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -138,6 +139,9 @@ class RequestScope:
         "_wake_watcher",
         "_watchdog_armed",
         "_watcher_scope",
+        "_ws_handler_scope",
+        "_ws_send_turn",
+        "_ws_sending",
         "app_cancelled",
         "asgi_scope",
         "body_cache",
@@ -156,6 +160,7 @@ class RequestScope:
         "settings",
         "start_time",
         "timed_out",
+        "ws_accepted",
         "ws_max_message_size",
     )
 
@@ -213,7 +218,10 @@ class RequestScope:
                     nursery.cancel_scope.deadline = self.start_time + timeout
                 nursery.start_soon(self._watch)
                 try:
-                    await app(scope, self.receive, self.send)
+                    if self.is_websocket:
+                        await self._run_websocket(app)
+                    else:
+                        await app(scope, self.receive, self.send)
                 except trio.Cancelled:
                     self.app_cancelled = True
                     raise
@@ -234,6 +242,9 @@ class RequestScope:
 
     async def _after_cancel(self) -> None:
         cs = self.nursery.cancel_scope
+        if self.is_websocket and self._ws_handler_scope.cancel_called:  # cancel(): the server shuts down
+            await self._close_websocket(1001, "Server shutting down")
+            return
         if self.body_timed_out:
             if not self.response_started and not self.is_websocket:
                 await self._send_plain(408, f"Request body not received within body_timeout ({self.body_timeout:g} s)")
@@ -313,6 +324,8 @@ class RequestScope:
         self.nursery.cancel_scope.cancel(reason=reason)
         if self._background_scope is not None:
             self._background_scope.cancel(reason=reason)
+        if self.is_websocket:  # the handler may be shielded after a disconnect: reach it too
+            self._ws_handler_scope.cancel(reason=reason)
 
     def stop_watching(self) -> None:
         """End the disconnect watcher; the response is over, the request's tasks go on."""
@@ -353,6 +366,10 @@ class RequestScope:
 
     def _on_disconnect(self) -> None:
         if self.cancel_on_disconnect and not self.response_complete:
+            if self.is_websocket:  # the handler gets WebSocketDisconnect, its other tasks are cancelled
+                handler = self._ws_handler_scope
+                handler.shield = True
+                handler.deadline = min(handler.deadline, self.nursery.cancel_scope.deadline)
             self.nursery.cancel_scope.cancel(reason="client disconnected")
 
     def _wake(self) -> None:
@@ -526,13 +543,9 @@ class RequestScope:
                 await self._server_send(_TOO_LARGE_BODY)
                 self.response_complete = True
                 raise ResponseReplaced
-        elif kind == "websocket.send":
-            await self._timed_send(message)
+        elif self.is_websocket:
+            await self._send_websocket(message)
             return
-        elif kind == "websocket.accept" or kind == "websocket.http.response.start":
-            self.response_started = True
-        elif kind == "websocket.close":
-            self.response_started = self.response_complete = True
         await self._server_send(message)
 
     def _declared_too_large(self) -> bool:
@@ -552,6 +565,72 @@ class RequestScope:
             await self._server_send(message)
         finally:
             self._sending_since = None
+
+    # -- websockets ----------------------------------------------------------------------
+
+    async def _run_websocket(self, app: ASGIApp) -> None:
+        """Run a WebSocket handler: in a cancel scope of its own, so that a disconnect can
+        cancel the connection's other tasks while the handler learns of it from its next
+        receive or send (``_on_disconnect`` shields it; ``cancel()`` still reaches it)."""
+        self.body_timeout = None  # a connection waits for messages as long as it likes
+        self.ws_accepted = False
+        self._ws_sending = False
+        self._ws_send_turn = trio.lowlevel.ParkingLot()
+        with trio.CancelScope() as self._ws_handler_scope:
+            try:
+                await app(self.asgi_scope, self.receive, self.send)
+            except Exception as exc:
+                if not self._says_closed(exc):
+                    await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
+                    raise
+            else:
+                await self._close_websocket(1000)  # the handler returned, the connection ends
+        self.nursery.cancel_scope.cancel(reason="websocket closed")  # and its tasks with it
+
+    def _says_closed(self, exc: Exception) -> bool:
+        """Whether ``exc`` only reports that the connection had closed (nothing to log)."""
+        if isinstance(exc, ClientGone):
+            return True
+        from triolette.websockets import WebSocketDisconnect
+
+        return isinstance(exc, WebSocketDisconnect) and (self.disconnected or self.response_complete)
+
+    async def _close_websocket(self, code: int, reason: str = "") -> None:
+        """Close the connection on the handler's behalf, if it is still open or undecided
+        (before accept the server answers 403): shielded, bounded, never raises."""
+        if self.disconnected or self.response_complete or (self.response_started and not self.ws_accepted):
+            return
+        timeout = self.send_timeout or DEFAULT_SEND_TIMEOUT
+        deadline = trio.current_time() + timeout
+        with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(ClientGone, OSError):
+            await self._send_websocket({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def _send_websocket(self, message: Message) -> None:
+        """Send one WebSocket message, one task at a time (in the order they asked)."""
+        if self._ws_sending:
+            await self._ws_send_turn.park()  # the task before us hands its turn over
+        else:
+            self._ws_sending = True
+        try:
+            if self.disconnected:
+                await trio.lowlevel.checkpoint()
+                raise ClientGone
+            kind = message["type"]
+            if kind == "websocket.send":
+                await self._timed_send(message)
+                return
+            if kind == "websocket.accept":
+                self.response_started = self.ws_accepted = True
+            elif kind == "websocket.close":
+                self.response_started = self.response_complete = True
+            elif kind == "websocket.http.response.start":
+                self.response_started = True
+            elif kind == "websocket.http.response.body" and not message.get("more_body", False):
+                self.response_complete = True
+            await self._server_send(message)
+        finally:
+            if not self._ws_send_turn.unpark():
+                self._ws_sending = False
 
 
 def _message_size(message: Message) -> int:

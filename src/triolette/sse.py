@@ -1,0 +1,264 @@
+"""Server-sent events: ``EventSourceResponse`` streams ``ServerSentEvent`` items.
+
+The wire format (the HTML standard's ``text/event-stream``) is produced by plain
+functions with no I/O (``encode_event``, ``encode_comment``). The response streams what an
+(async or sync) iterable yields, on the request's RequestScope:
+
+- a comment every ``ping`` seconds without traffic keeps proxies from closing the stream;
+- a client that does not take a send within ``send_timeout`` seconds is disconnected;
+- a disconnect cancels the source, and its generator is closed in the task that iterated
+  it, so its ``finally`` blocks run before the ASGI call returns;
+- when the application drains (``app.draining``), the source is stopped and the response
+  ends cleanly; clients reconnect, sending ``Last-Event-ID``, to a server that is up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncIterable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from typing import Any
+
+import trio
+
+from triolette._scope import RequestScope, check_timeout, get_request_scope, run_in_request_scope
+from triolette.background import BackgroundTask
+from triolette.concurrency import iterate_in_threadpool
+from triolette.responses import Response, run_background
+from triolette.types import Receive, Scope, Send
+
+__all__ = ["EventSourceResponse", "ServerSentEvent", "encode_comment", "encode_event"]
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SEPARATORS = ("\r\n", "\n", "\r")
+
+
+def _lines(text: str) -> list[str]:
+    """Split on the line breaks the standard recognises (CRLF, LF, CR) and on nothing else."""
+    return _LINE_BREAK.split(text)
+
+
+def _check_sep(sep: str) -> str:
+    if sep not in _SEPARATORS:
+        raise ValueError(f"sep must be one of '\\r\\n', '\\n' or '\\r', got {sep!r}")
+    return sep
+
+
+def _data_text(data: Any) -> str | None:
+    if data is None or isinstance(data, str):
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data).decode("utf-8")
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_comment(text: str, sep: str = "\r\n") -> str:
+    """A comment block: one ``:`` line per line of ``text`` (clients ignore it)."""
+    return "".join(f": {line}{sep}" if line else f":{sep}" for line in _lines(text))
+
+
+def encode_event(
+    data: str | None = None,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+    sep: str = "\r\n",
+) -> str:
+    """One event in ``text/event-stream`` form, ended by a blank line; ``""`` if it has no field.
+
+    Multi-line ``data`` and ``comment`` become one line each, whatever the line break
+    (CRLF, LF or CR). The fields must already be valid (``ServerSentEvent`` checks them).
+    """
+    parts: list[str] = []
+    if comment is not None:
+        parts.append(encode_comment(comment, sep))
+    if id is not None:
+        parts.append(f"id: {id}{sep}" if id else f"id{sep}")
+    if event is not None:
+        parts.append(f"event: {event}{sep}")
+    if retry is not None:
+        parts.append(f"retry: {retry}{sep}")
+    if data is not None:
+        parts.extend(f"data: {line}{sep}" for line in _lines(data))
+    if not parts:
+        return ""
+    if data is None and id is None and event is None and retry is None:
+        return "".join(parts)  # a comment alone dispatches nothing: no blank line needed
+    parts.append(sep)
+    return "".join(parts)
+
+
+class ServerSentEvent:
+    """One event: ``data`` (a string, bytes as UTF-8, or any other value as compact JSON),
+    an ``event`` type, an ``id`` (the client's ``Last-Event-ID`` on reconnection), a
+    ``retry`` delay in milliseconds, and a ``comment``."""
+
+    __slots__ = ("comment", "data", "event", "id", "retry")
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None:
+        if event is not None and _LINE_BREAK.search(event):
+            raise ValueError(f"The event type must be one line, got {event!r}")
+        if id is not None:
+            id = str(id)
+            if "\0" in id or _LINE_BREAK.search(id):
+                raise ValueError(f"The event id must be one line without NUL characters, got {id!r}")
+        if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0):
+            raise ValueError(f"retry must be a whole number of milliseconds >= 0, got {retry!r}")
+        self.data = _data_text(data)
+        self.event = event
+        self.id = id
+        self.retry = retry
+        self.comment = comment
+
+    def encode(self, sep: str = "\r\n") -> bytes:
+        """The event on the wire, UTF-8."""
+        text = encode_event(self.data, event=self.event, id=self.id, retry=self.retry, comment=self.comment, sep=sep)
+        return text.encode("utf-8")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self.__slots__ if getattr(self, name) is not None
+        )
+        return f"ServerSentEvent({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+
+def _as_event(item: Any) -> ServerSentEvent:
+    if isinstance(item, ServerSentEvent):
+        return item
+    if isinstance(item, Mapping):
+        return ServerSentEvent(**item)
+    return ServerSentEvent(item)
+
+
+class EventSourceResponse(Response):
+    """A ``text/event-stream`` response streaming the events that ``content`` yields.
+
+    ``content`` is an async iterable (or a sync one, run in a worker thread) of
+    ``ServerSentEvent``, mappings of its fields, or plain data. Keyword-only options:
+
+    - ``ping``: seconds without a send after which a comment is sent (None: never);
+    - ``send_timeout``: seconds a client may take to accept a send before it is
+      disconnected (None: no limit);
+    - ``sep``: the line break written, ``"\\r\\n"`` (default), ``"\\n"`` or ``"\\r"``.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterable[Any] | Iterable[Any],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+        *,
+        ping: float | None = 15,
+        send_timeout: float | None = 30,
+        sep: str = "\r\n",
+    ) -> None:
+        self.body_iterator: AsyncIterable[Any] = (
+            content if isinstance(content, AsyncIterable) else iterate_in_threadpool(content)
+        )
+        self.status_code = status_code
+        self.media_type = self.media_type if media_type is None else media_type
+        self.background = background
+        self.ping = check_timeout("ping", ping)
+        self.send_timeout = check_timeout("send_timeout", send_timeout)
+        self.sep = _check_sep(sep)
+        self.init_headers(headers)
+        self.headers.setdefault("cache-control", "no-cache")
+        self.headers.setdefault("x-accel-buffering", "no")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError(f"EventSourceResponse answers HTTP requests, got a {scope['type']!r} scope")
+        rs = get_request_scope(scope)
+        if rs is None:  # called without a triolette app around it: it still needs a RequestScope
+            await run_in_request_scope(self._stream_only, scope, receive, send)
+        else:
+            await self._stream(scope, rs, send)
+        if self.background is not None:
+            await run_background(scope, self.background)
+
+    async def _stream_only(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rs = get_request_scope(scope)
+        assert rs is not None
+        await self._stream(scope, rs, send)
+
+    async def _stream(self, scope: Scope, rs: RequestScope, send: Send) -> None:
+        rs.send_timeout = self.send_timeout
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        stream = _EventStream(rs, send, self.sep)
+        draining: trio.Event | None = getattr(scope.get("app"), "draining", None)
+        keep_alive = trio.CancelScope()
+        rs.nursery.start_soon(stream.keep_alive, keep_alive, self.ping, draining)
+        try:
+            with stream.source_scope:
+                async with _closing(self.body_iterator) as events:
+                    async for item in events:
+                        chunk = _as_event(item).encode(self.sep)
+                        if chunk and not await stream.send(chunk):
+                            return
+        finally:
+            keep_alive.cancel(reason="event stream ended")
+        if not rs.disconnected:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _closing(iterable: AsyncIterable[Any]) -> AbstractAsyncContextManager[Any]:
+    return aclosing(iterable) if hasattr(iterable, "aclose") else nullcontext(iterable)
+
+
+class _EventStream:
+    """One stream's sends, serialised between the source and the pings, and when the last was."""
+
+    def __init__(self, rs: RequestScope, send: Send, sep: str) -> None:
+        self.rs = rs
+        self._send = send
+        self.lock = trio.Lock()
+        self.last_send = trio.current_time()
+        self.source_scope = trio.CancelScope()
+        self.ping_comment = encode_comment("ping", sep).encode()
+
+    async def send(self, chunk: bytes) -> bool:
+        """Send ``chunk``; False once the client has gone (with ``cancel_on_disconnect=False``)."""
+        async with self.lock:
+            if self.rs.disconnected:
+                return False
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.last_send = trio.current_time()
+        return True
+
+    async def keep_alive(self, scope: trio.CancelScope, ping: float | None, draining: trio.Event | None) -> None:
+        """Ping after ``ping`` seconds without a send; stop the source when the application drains."""
+        with scope:
+            while True:
+                due = math.inf if ping is None else self.last_send + ping
+                if draining is None:
+                    await trio.sleep_until(due)
+                else:
+                    with trio.move_on_at(due):
+                        await draining.wait()
+                        self.source_scope.cancel(reason="server shutting down")
+                        return
+                if trio.current_time() >= due and not await self.send(self.ping_comment):
+                    return
