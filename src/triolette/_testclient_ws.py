@@ -1,4 +1,10 @@
-"""WebSocket sessions for the synchronous TestClient (``client.websocket_connect``)."""
+"""WebSocket sessions for the test clients (``client.websocket_connect``).
+
+``WebSocketConnection`` is the app's side of one connection, driven in trio: it runs the
+app as a task and speaks the ASGI WebSocket messages. ``WebSocketTestSession`` (sync, for
+``TestClient``) calls it through the client's portal; ``AsyncWebSocketTestSession`` (for
+``AsyncTestClient``) runs it in a nursery of the task that opened the session.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,35 @@ from typing import Any
 import httpx
 import trio
 
-from triolette._testing import Portal
+from triolette._testing import Portal, task_group
 from triolette.types import ASGIApp, Message, Scope
 from triolette.websockets import WebSocketDisconnect
+
+__all__ = ["AsyncWebSocketTestSession", "WebSocketConnection", "WebSocketDenialResponse", "WebSocketTestSession"]
 
 
 class WebSocketDenialResponse(httpx.Response, WebSocketDisconnect):  # type: ignore[misc]  # as Starlette: both a response and the exception
     """The app refused the WebSocket with an HTTP response (``send_denial_response``)."""
 
 
-class _Connection:
-    """The app's side of one connection, run in the portal's trio run."""
+def _json_message(data: Any, mode: str) -> Message:
+    if mode not in ("text", "binary"):
+        raise ValueError(f'The "mode" argument should be "text" or "binary", got {mode!r}')
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if mode == "text":
+        return {"type": "websocket.receive", "text": text}
+    return {"type": "websocket.receive", "bytes": text.encode("utf-8")}
+
+
+def _json_of(message: Message, mode: str) -> Any:
+    if mode not in ("text", "binary"):
+        raise ValueError(f'The "mode" argument should be "text" or "binary", got {mode!r}')
+    text = message["text"] if mode == "text" else message["bytes"].decode("utf-8")
+    return json.loads(text)
+
+
+class WebSocketConnection:
+    """The app's side of one test connection: the app as a task, messages both ways."""
 
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
         self.app = app
@@ -34,6 +58,7 @@ class _Connection:
         self.done = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the app (as a task); its exception is kept for the client to raise."""
         task_status.started()
         try:
             await self.app(self.scope, self._app_inbox.receive, self._to_client.send)
@@ -45,7 +70,11 @@ class _Connection:
             self._to_client.close()
             self.done.set()
 
+    async def send(self, message: Message) -> None:
+        await self.to_app.send(message)
+
     async def receive(self) -> Message:
+        """The app's next message; the app's exception if it ended with one."""
         try:
             return await self.from_app.receive()
         except trio.EndOfChannel:
@@ -54,31 +83,70 @@ class _Connection:
                 raise self.error from None
             raise WebSocketDisconnect(1006, "The app ended without closing the connection.") from None
 
+    async def receive_data(self) -> Message:
+        """The app's next message, or ``WebSocketDisconnect`` if the app closed the connection."""
+        message = await self.receive()
+        if message["type"] == "websocket.close":
+            raise WebSocketDisconnect(code=message.get("code", 1000), reason=message.get("reason", ""))
+        return message
+
+    async def connect(self) -> Message:
+        """The handshake: the app's accept message, or the close or denial response it sent instead."""
+        await self.to_app.send({"type": "websocket.connect"})
+        message = await self.receive_data()
+        if message["type"] == "websocket.http.response.start":
+            body = []
+            while True:
+                part = await self.receive()
+                if part["type"] != "websocket.http.response.body":
+                    raise RuntimeError(f"Expected 'websocket.http.response.body', got {part['type']!r}")
+                body.append(part.get("body", b""))
+                if not part.get("more_body", False):
+                    break
+            raise WebSocketDenialResponse(
+                status_code=message["status"], headers=message.get("headers", []), content=b"".join(body)
+            )
+        if message["type"] != "websocket.accept":
+            raise RuntimeError(f"Expected 'websocket.accept', got {message['type']!r}")
+        return message
+
     async def finish(self) -> None:
+        """Tell the app the client went away (unless it is done already) and wait for it."""
         if not self.done.is_set():
             await self.to_app.send({"type": "websocket.disconnect", "code": 1000})
         await self.done.wait()
+
+    def raise_app_error(self) -> None:
+        """After the session: the app's exception, unless it was only the client going away."""
+        error = self.error
+        if error is not None and not isinstance(error, WebSocketDisconnect):
+            raise error
 
 
 class WebSocketTestSession:
     """One test WebSocket connection: ``send_*``/``receive_*``/``close`` as in Starlette."""
 
-    def __init__(self, app: ASGIApp, scope: Scope, portal_factory: Callable[[], AbstractContextManager[Portal]]) -> None:
+    def __init__(
+        self, app: ASGIApp, scope: Scope, portal_factory: Callable[[], AbstractContextManager[Portal]]
+    ) -> None:
         self.app = app
         self.scope = scope
         self.accepted_subprotocol: str | None = None
         self.extra_headers: list[tuple[bytes, bytes]] | None = None
         self._portal_factory = portal_factory
         self._stack = contextlib.ExitStack()
-        self._connection = _Connection(app, scope)
+        self._connection = WebSocketConnection(app, scope)
 
     def __enter__(self) -> WebSocketTestSession:
         portal = self.portal = self._stack.enter_context(self._portal_factory())
         try:
             portal.start(self._connection.run)
-            self.send({"type": "websocket.connect"})
-            message = self.receive()
-            self._raise_on_close(message)
+            try:
+                message = portal.call(self._connection.connect)
+            except WebSocketDisconnect:
+                portal.call(self._connection.finish)  # closed or denied: let the app end on its own
+                self._connection.raise_app_error()  # closed because it failed: that failure
+                raise
         except BaseException:
             self._stack.close()
             raise
@@ -93,28 +161,11 @@ class WebSocketTestSession:
             self.portal.call(self._connection.finish)
         finally:
             self._stack.close()
-        error = self._connection.error
-        if error is not None and exc is None and not isinstance(error, WebSocketDisconnect):
-            raise error
-
-    def _raise_on_close(self, message: Message) -> None:
-        if message["type"] == "websocket.close":
-            raise WebSocketDisconnect(code=message.get("code", 1000), reason=message.get("reason", ""))
-        if message["type"] == "websocket.http.response.start":
-            status: int = message["status"]
-            headers: list[tuple[bytes, bytes]] = message.get("headers", [])
-            body = []
-            while True:
-                part = self.receive()
-                if part["type"] != "websocket.http.response.body":
-                    raise RuntimeError(f"Expected 'websocket.http.response.body', got {part['type']!r}")
-                body.append(part.get("body", b""))
-                if not part.get("more_body", False):
-                    break
-            raise WebSocketDenialResponse(status_code=status, headers=headers, content=b"".join(body))
+        if exc is None:
+            self._connection.raise_app_error()
 
     def send(self, message: Message) -> None:
-        self.portal.call(self._connection.to_app.send, message)
+        self.portal.call(self._connection.send, message)
 
     def send_text(self, data: str) -> None:
         self.send({"type": "websocket.receive", "text": data})
@@ -123,11 +174,7 @@ class WebSocketTestSession:
         self.send({"type": "websocket.receive", "bytes": data})
 
     def send_json(self, data: Any, mode: str = "text") -> None:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        if mode == "text":
-            self.send({"type": "websocket.receive", "text": text})
-        else:
-            self.send({"type": "websocket.receive", "bytes": text.encode("utf-8")})
+        self.send(_json_message(data, mode))
 
     def close(self, code: int = 1000, reason: str | None = None) -> None:
         self.send({"type": "websocket.disconnect", "code": code, "reason": reason})
@@ -136,19 +183,98 @@ class WebSocketTestSession:
         return self.portal.call(self._connection.receive)
 
     def receive_text(self) -> str:
-        message = self.receive()
-        self._raise_on_close(message)
-        text: str = message["text"]
+        text: str = self.portal.call(self._connection.receive_data)["text"]
         return text
 
     def receive_bytes(self) -> bytes:
-        message = self.receive()
-        self._raise_on_close(message)
-        data: bytes = message["bytes"]
+        data: bytes = self.portal.call(self._connection.receive_data)["bytes"]
         return data
 
     def receive_json(self, mode: str = "text") -> Any:
-        message = self.receive()
-        self._raise_on_close(message)
-        text = message["text"] if mode == "text" else message["bytes"].decode("utf-8")
-        return json.loads(text)
+        return _json_of(self.portal.call(self._connection.receive_data), mode)
+
+
+class AsyncWebSocketTestSession:
+    """One WebSocket connection for ``AsyncTestClient``: ``async with client.websocket_connect(...)``.
+
+    The app runs in a nursery of the task that opened the session, in the test's trio run:
+    the test's clock and cancel scopes apply. Leaving the block tells the app the client went
+    away and waits for it to finish (or, when the block raised, cancels it); the app's
+    exception, if it ended with one, is raised there.
+    """
+
+    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        self.app = app
+        self.scope = scope
+        self.accepted_subprotocol: str | None = None
+        self.extra_headers: list[tuple[bytes, bytes]] | None = None
+        self._connection = WebSocketConnection(app, scope)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> AsyncWebSocketTestSession:
+        if self._stack is not None:
+            raise RuntimeError("This WebSocket session is open already: enter 'client.websocket_connect(...)' once.")
+        async with contextlib.AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(task_group("the test left the WebSocket session"))
+            await nursery.start(self._connection.run)
+            try:
+                message = await self._connection.connect()
+            except WebSocketDisconnect:
+                await self._connection.finish()  # closed or denied: let the app end on its own
+                self._connection.raise_app_error()  # closed because it failed: that failure
+                raise
+            self._nursery = nursery
+            self._stack = stack.pop_all()
+        self.accepted_subprotocol = message.get("subprotocol")
+        self.extra_headers = message.get("headers")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            if exc is None:
+                await self._connection.finish()
+            else:
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel(reason="the test left the WebSocket session with an exception")
+        finally:
+            await stack.aclose()
+        if exc is None:
+            self._connection.raise_app_error()
+
+    async def send(self, message: Message) -> None:
+        """Send a raw ASGI message to the app."""
+        await self._connection.send(message)
+
+    async def send_text(self, data: str) -> None:
+        await self.send({"type": "websocket.receive", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.send({"type": "websocket.receive", "bytes": data})
+
+    async def send_json(self, data: Any, mode: str = "text") -> None:
+        await self.send(_json_message(data, mode))
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close the connection from the client's side (the app sees ``websocket.disconnect``)."""
+        await self.send({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    async def receive(self) -> Message:
+        """The app's next raw ASGI message."""
+        return await self._connection.receive()
+
+    async def receive_text(self) -> str:
+        text: str = (await self._connection.receive_data())["text"]
+        return text
+
+    async def receive_bytes(self) -> bytes:
+        data: bytes = (await self._connection.receive_data())["bytes"]
+        return data
+
+    async def receive_json(self, mode: str = "text") -> Any:
+        return _json_of(await self._connection.receive_data(), mode)

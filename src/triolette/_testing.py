@@ -1,9 +1,12 @@
 """The engine behind the test clients: one HTTP exchange or one lifespan, driven in trio.
 
 Both clients use it: ``AsyncTestClient`` in the test's own trio run, ``TestClient`` in a
-trio run on a helper thread (``_Portal``). The app's body chunks come out through a
+trio run on a helper thread (``Portal``). The app's body chunks come out through a
 zero-capacity channel, so a response streams exactly as the app sends it, and leaving a
 stream early sends ``http.disconnect`` to the app.
+
+``task_group`` is the nursery of an object whose tasks live longer than one ``async with``
+block in its owner's code (a client, a streamed response, a WebSocket session).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
@@ -21,15 +25,52 @@ from triolette.types import ASGIApp, Message, Scope
 T = TypeVar("T")
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+@asynccontextmanager
+async def task_group(reason: str) -> AsyncIterator[trio.Nursery]:
+    """A nursery for an object that owns tasks between its ``__aenter__`` and ``__aexit__``.
+
+    Entered through an ``AsyncExitStack``. An exception from the body is not wrapped in an
+    ExceptionGroup: the tasks are cancelled with ``reason``, and once they have finished the
+    body's exception goes on as it was. When the tasks end with nothing but ``Cancelled``
+    (an outer cancel scope fired), the group collapses to one ``Cancelled``, as a plain
+    ``await`` would have raised.
+    """
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                yield nursery
+            except BaseException as exc:
+                error = exc
+                nursery.cancel_scope.cancel(reason=reason)
+    except BaseExceptionGroup as group:
+        if error is not None:
+            raise error from None
+        leaves = list(_leaves(group))
+        if len(leaves) == 1 or all(isinstance(leaf, trio.Cancelled) for leaf in leaves):
+            raise leaves[0] from None
+        raise
+    if error is not None:
+        raise error
+
+
 class HTTPExchange:
     """One request through ``app``: start it, read the response as it comes, close it."""
 
     def __init__(
-        self, app: ASGIApp, scope: Scope, body: AsyncIterator[bytes], *, raise_server_exceptions: bool
+        self, app: ASGIApp, scope: Scope, body: AsyncIterable[bytes], *, raise_server_exceptions: bool
     ) -> None:
         self.app = app
         self.scope = scope
-        self._body = body
+        self._body = aiter(body)
         self.raise_server_exceptions = raise_server_exceptions
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -38,6 +79,7 @@ class HTTPExchange:
         self._done = trio.Event()
         self._gone = trio.Event()  # the client left (closed the response) or the response completed
         self._response_complete = False
+        self.debug_info: dict[str, Any] | None = None  # what the app sent in "http.response.debug"
         self._body_sent = False
         self._send_chunks, self._chunks = trio.open_memory_channel[bytes](0)
         self._request_complete = False
@@ -51,17 +93,21 @@ class HTTPExchange:
         except Exception as exc:
             self.error = exc
         finally:
+            if isinstance(self._body, AsyncGenerator) and not self._request_complete:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self._body.aclose()  # the app left part of the request body unread
             self._done.set()
             self._started.set()
 
     async def _receive(self) -> Message:
-        if not self._request_complete:
+        while not self._request_complete:
             try:
-                chunk = await self._body.__anext__()
+                chunk = await anext(self._body)
             except StopAsyncIteration:
                 self._request_complete = True
                 return {"type": "http.request", "body": b"", "more_body": False}
-            return {"type": "http.request", "body": chunk, "more_body": True}
+            if chunk:
+                return {"type": "http.request", "body": bytes(chunk), "more_body": True}
         await self._gone.wait()
         return {"type": "http.disconnect"}
 
@@ -73,6 +119,8 @@ class HTTPExchange:
             self.status = message["status"]
             self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
             self._started.set()
+        elif kind == "http.response.debug":
+            self.debug_info = dict(message.get("info", {}))
         elif kind == "http.response.body":
             if not self._started.is_set():
                 raise RuntimeError('Received "http.response.body" without "http.response.start".')
@@ -120,9 +168,9 @@ class HTTPExchange:
 class LifespanRunner:
     """Drives an app's lifespan: startup, then shutdown on request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: dict[str, Any] | None = None) -> None:
         self.app = app
-        self.state: dict[str, Any] = {}
+        self.state: dict[str, Any] = {} if state is None else state
         self._to_app, self._app_inbox = trio.open_memory_channel[Message](math.inf)
         self._from_app, self._outbox = trio.open_memory_channel[Message](math.inf)
         self._done = trio.Event()

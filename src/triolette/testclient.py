@@ -1,27 +1,45 @@
 """Test clients built on httpx.
 
 ``TestClient`` is Starlette's synchronous client: ``with TestClient(app) as client:`` runs
-the lifespan, ``client.get("/")`` runs the app in a trio run on a helper thread. Its
-responses stream: ``with client.stream("GET", "/events") as r:`` yields chunks as the app
-sends them, and leaving the block early sends ``http.disconnect`` to the app.
+the lifespan, ``client.get("/")`` runs the app in a trio run on a helper thread.
+
+``AsyncTestClient`` is an ``httpx.AsyncClient`` for pytest-trio: it runs the app in the
+test's own trio run, so the test's clock (``autojump_clock``), nurseries and cancel scopes
+apply to the app. ``async with AsyncTestClient(app) as client:`` runs the lifespan.
+
+Responses of both stream: ``client.stream("GET", "/events")`` yields each chunk as the app
+sends it, and leaving the block early sends ``http.disconnect`` to the app, then waits for
+it to finish. The app's exceptions are raised in the test (``raise_server_exceptions``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import unquote
 
 import httpx
 import trio
+from httpx._decoders import ByteChunker, LineDecoder, TextChunker, TextDecoder
 
-from triolette._testclient_ws import WebSocketDenialResponse, WebSocketTestSession
-from triolette._testing import HTTPExchange, LifespanRunner, Portal
+from triolette._testclient_ws import AsyncWebSocketTestSession, WebSocketDenialResponse, WebSocketTestSession
+from triolette._testing import HTTPExchange, LifespanRunner, Portal, task_group
 from triolette.types import ASGIApp, Scope
 
-__all__ = ["TestClient", "WebSocketDenialResponse", "WebSocketTestSession"]
+__all__ = [
+    "AsyncTestClient",
+    "AsyncWebSocketTestSession",
+    "TestClient",
+    "WebSocketDenialResponse",
+    "WebSocketTestSession",
+]
+
+S = TypeVar("S")
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 def _scope_for(
@@ -64,14 +82,45 @@ def _scope_for(
     return scope, False
 
 
+def _websocket_request(
+    client: httpx.Client | httpx.AsyncClient, url: str, subprotocols: Sequence[str] | None, kwargs: dict[str, Any]
+) -> str:
+    """The ws:// URL for ``url``; the upgrade headers go into ``kwargs["headers"]``."""
+    ws_url = str(client._merge_url(url).copy_with(scheme="wss" if client.base_url.scheme == "https" else "ws"))
+    headers = kwargs["headers"] = dict(kwargs.get("headers") or {})
+    headers.setdefault("connection", "upgrade")
+    headers.setdefault("sec-websocket-key", "testserver==")
+    headers.setdefault("sec-websocket-version", "13")
+    if subprotocols is not None:
+        headers.setdefault("sec-websocket-protocol", ", ".join(subprotocols))
+    return ws_url
+
+
+def _headers(exchange: HTTPExchange) -> list[tuple[str, str]]:
+    return [(key.decode("latin-1"), value.decode("latin-1")) for key, value in exchange.headers]
+
+
+def _with_debug_info(response: httpx.Response, exchange: HTTPExchange) -> httpx.Response:
+    """As Starlette's client: ``response.template`` and ``response.context`` of a template response."""
+    info = exchange.debug_info
+    if info is not None:
+        vars(response).update(template=info.get("template"), context=info.get("context"))
+    return response
+
+
 async def _chunks_of(content: bytes) -> AsyncIterator[bytes]:
     if content:
         yield content
 
 
 class _Upgrade(Exception):
+    """Carries a WebSocket session out of the transport, past httpx, to ``websocket_connect``."""
+
     def __init__(self, session: Any) -> None:
         self.session = session
+
+
+# -- the synchronous client -------------------------------------------------------------------
 
 
 class _PortalStream(httpx.SyncByteStream):
@@ -132,9 +181,9 @@ class _TestClientTransport(httpx.BaseTransport):
         except BaseException:
             portal_context.__exit__(None, None, None)
             raise
-        headers = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in exchange.headers]
         stream = _PortalStream(portal, exchange, request.method, lambda: portal_context.__exit__(None, None, None))
-        return httpx.Response(status_code=exchange.status, headers=headers, stream=stream, request=request)
+        response = httpx.Response(exchange.status, headers=_headers(exchange), stream=stream, request=request)
+        return _with_debug_info(response, exchange)
 
 
 class TestClient(httpx.Client):
@@ -184,20 +233,17 @@ class TestClient(httpx.Client):
             with Portal() as portal:
                 yield portal
 
-    def websocket_connect(self, url: str, subprotocols: Sequence[str] | None = None, **kwargs: Any) -> Any:
+    def websocket_connect(
+        self, url: str, subprotocols: Sequence[str] | None = None, **kwargs: Any
+    ) -> WebSocketTestSession:
         """Open a WebSocket session: ``with client.websocket_connect("/ws") as ws:``."""
-        url = self._merge_url(url).copy_with(scheme="wss" if self.base_url.scheme == "https" else "ws").__str__()
-        headers = kwargs.pop("headers", {})
-        headers.setdefault("connection", "upgrade")
-        headers.setdefault("sec-websocket-key", "testserver==")
-        headers.setdefault("sec-websocket-version", "13")
-        if subprotocols is not None:
-            headers.setdefault("sec-websocket-protocol", ", ".join(subprotocols))
+        ws_url = _websocket_request(self, url, subprotocols, kwargs)
         try:
-            super().request("GET", url, headers=headers, **kwargs)
+            super().request("GET", ws_url, **kwargs)
         except _Upgrade as upgrade:
-            return upgrade.session
-        raise RuntimeError("Expected WebSocket upgrade")  # pragma: no cover
+            session: WebSocketTestSession = upgrade.session
+            return session
+        raise RuntimeError("Expected WebSocket upgrade")  # pragma: no cover - the transport always upgrades
 
     def __enter__(self) -> TestClient:
         with contextlib.ExitStack() as stack:
@@ -207,8 +253,7 @@ class TestClient(httpx.Client):
                 self.portal = None
 
             stack.callback(reset_portal)
-            runner = self._lifespan = LifespanRunner(self.app)
-            runner.state = self.app_state
+            runner = self._lifespan = LifespanRunner(self.app, self.app_state)
             self.portal.start(runner.run)
             self.portal.call(runner.startup)
 
@@ -244,4 +289,359 @@ class TestClient(httpx.Client):
         raise RuntimeError("Use 'with TestClient(app) as client:' to run the lifespan.")
 
 
-_ = (trio, Literal)
+# -- the async client -------------------------------------------------------------------------
+
+
+async def _request_body(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
+    """The request body as httpx produces it, chunk by chunk (a slow upload stays slow)."""
+    chunks = aiter(stream)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()
+
+
+class _ExchangeStream(httpx.AsyncByteStream):
+    """A response body read from an exchange that runs in a nursery of the requesting task.
+
+    The nursery opens when the request is sent and closes with the response, so it must be
+    closed in that task, in the reverse order of opening (``async with client.stream(...)``
+    and ``client.get(...)`` always do).
+    """
+
+    def __init__(
+        self,
+        transport: _AsyncTestClientTransport,
+        exchange: HTTPExchange,
+        stack: contextlib.AsyncExitStack,
+        method: str,
+    ) -> None:
+        self.task = trio.lowlevel.current_task()
+        self._transport = transport
+        self._exchange = exchange
+        self._stack = stack
+        self._method = method
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            chunk = await self._exchange.next_chunk()
+            if chunk is None:
+                raise StopAsyncIteration
+            if self._method != "HEAD":
+                return chunk
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._transport.forget(self)
+        self._closed = True
+        try:
+            await self._exchange.aclose()
+        finally:
+            await self._stack.aclose()
+
+
+class _Source(Protocol[T_co]):
+    async def __anext__(self) -> T_co: ...
+    async def aclose(self) -> None: ...
+
+
+class _Items(Generic[T]):
+    """Items already in memory, as an async iterator."""
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = iter(items)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        await trio.lowlevel.checkpoint()
+        try:
+            return next(self._items)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._items = iter(())
+
+
+class _RawChunks:
+    """The body chunks of a ``_TestResponse`` as they arrive; the response closes at the end."""
+
+    def __init__(self, response: _TestResponse) -> None:
+        self._response = response
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await anext(self._response.body_stream)
+        except StopAsyncIteration:
+            await self._response.aclose()
+            raise
+        self._response._num_bytes_downloaded += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        """Stop iterating (as ``aclosing()`` does); the response stays open until it is closed."""
+
+
+class _Stage(Generic[S, T]):
+    """One decoding stage of a response iterator: items of ``source`` in, decoded items out."""
+
+    def __init__(
+        self, source: _Source[S], decode: Callable[[S], Sequence[T]], flush: Callable[[], Sequence[T]]
+    ) -> None:
+        self._source: _Source[S] | None = source
+        self._decode = decode
+        self._flush = flush
+        self._pending: deque[T] = deque()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._pending:
+            if self._source is None:
+                raise StopAsyncIteration
+            try:
+                item = await anext(self._source)
+            except StopAsyncIteration:
+                self._source = None
+                self._pending.extend(self._flush())
+            else:
+                self._pending.extend(self._decode(item))
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        """Stop iterating (as ``aclosing()`` does); the response stays open until it is closed."""
+        source, self._source = self._source, None
+        self._pending.clear()
+        if source is not None:
+            await source.aclose()
+
+
+class _TestResponse(httpx.Response):
+    """An httpx response whose ``aiter_*`` iterators are plain objects, not async generators.
+
+    Under trio, an async generator dropped before it is exhausted (a test that reads three
+    events of an endless stream, then leaves) is finalized with a ResourceWarning, an error
+    in a test suite run with ``-W error``; httpx 0.28 builds its iterators from nested
+    generators that ``aclosing()`` cannot reach (encode/httpx#3686). These decode exactly as
+    httpx's do, with httpx's own decoders and chunkers.
+    """
+
+    def __init__(self, status_code: int, *, headers: Any, stream: _ExchangeStream, request: httpx.Request) -> None:
+        super().__init__(status_code, headers=headers, stream=stream, request=request)
+        self.body_stream = stream  # httpx wraps .stream; the chunks are read from this one directly
+
+    def aiter_raw(self, chunk_size: int | None = None) -> _Stage[bytes, bytes]:
+        if self.is_stream_consumed:
+            raise httpx.StreamConsumed()
+        if self.is_closed:
+            raise httpx.StreamClosed()
+        self.is_stream_consumed = True
+        self._num_bytes_downloaded = 0
+        chunker = ByteChunker(chunk_size=chunk_size)
+        return _Stage(_RawChunks(self), chunker.decode, chunker.flush)
+
+    def aiter_bytes(self, chunk_size: int | None = None) -> _Stage[bytes, bytes] | _Items[bytes]:
+        if hasattr(self, "_content"):
+            content: bytes = self._content
+            size = max(len(content) if chunk_size is None else chunk_size, 1)
+            return _Items(content[i : i + size] for i in range(0, len(content), size))
+        decoder = self._get_content_decoder()
+        chunker = ByteChunker(chunk_size=chunk_size)
+        return _Stage(
+            self.aiter_raw(),
+            lambda raw: chunker.decode(decoder.decode(raw)),
+            lambda: chunker.decode(decoder.flush()) + chunker.flush(),
+        )
+
+    def aiter_text(self, chunk_size: int | None = None) -> _Stage[bytes, str]:
+        decoder = TextDecoder(encoding=self.encoding or "utf-8")
+        chunker = TextChunker(chunk_size=chunk_size)
+        return _Stage(
+            self.aiter_bytes(),
+            lambda data: chunker.decode(decoder.decode(data)),
+            lambda: chunker.decode(decoder.flush()) + chunker.flush(),
+        )
+
+    def aiter_lines(self) -> _Stage[str, str]:
+        decoder = LineDecoder()
+        return _Stage(self.aiter_text(), decoder.decode, decoder.flush)
+
+
+class _AsyncTestClientTransport(httpx.AsyncBaseTransport):
+    """Runs each request through the app in the caller's trio run, in a nursery of the caller."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        raise_server_exceptions: bool,
+        root_path: str,
+        *,
+        client: tuple[str, int],
+        app_state: dict[str, Any],
+    ) -> None:
+        self.app = app
+        self.raise_server_exceptions = raise_server_exceptions
+        self.root_path = root_path
+        self.client = client
+        self.app_state = app_state
+        self._open: list[_ExchangeStream] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        scope, is_websocket = _scope_for(request, root_path=self.root_path, client=self.client, state=self.app_state)
+        if is_websocket:
+            raise _Upgrade(AsyncWebSocketTestSession(self.app, scope))
+        assert isinstance(request.stream, httpx.AsyncByteStream)  # httpx.AsyncClient checked it
+        exchange = HTTPExchange(
+            self.app, scope, _request_body(request.stream), raise_server_exceptions=self.raise_server_exceptions
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(task_group("the request was abandoned"))
+            await nursery.start(exchange.run)
+            await exchange.start()
+            stream = _ExchangeStream(self, exchange, stack.pop_all(), request.method)
+        self._open.append(stream)
+        response = _TestResponse(exchange.status, headers=_headers(exchange), stream=stream, request=request)
+        return _with_debug_info(response, exchange)
+
+    def forget(self, stream: _ExchangeStream) -> None:
+        """Check that ``stream`` may close now (its nursery is the innermost one), then forget it."""
+        task = trio.lowlevel.current_task()
+        if stream.task is not task:
+            raise RuntimeError(
+                f"A streamed response must be closed in the task that sent its request ({stream.task.name!r}), "
+                f"not in {task.name!r}: the app runs in a nursery of that task. "
+                "Use 'async with client.stream(...)' in the task that reads the response."
+            )
+        if [other for other in self._open if other.task is task][-1] is not stream:
+            raise RuntimeError(
+                "Streamed responses must be closed in the reverse order of opening them, as nested "
+                "'async with client.stream(...)' blocks do: each one runs the app in a nursery nested "
+                "in the ones opened before it."
+            )
+        self._open.remove(stream)
+
+    async def close_streams(self) -> None:
+        """Close the responses this task left open (newest first): each app hears a disconnect."""
+        task = trio.lowlevel.current_task()
+        error: BaseException | None = None
+        for stream in reversed([stream for stream in self._open if stream.task is task]):
+            try:
+                await stream.aclose()
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        if self._open:
+            raise RuntimeError(
+                f"{len(self._open)} streamed response(s) opened in another task are still open: "
+                "close them there, before the client closes."
+            )
+
+    async def aclose(self) -> None:
+        await self.close_streams()
+
+
+class AsyncTestClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` that runs the app in the test's own trio run (for pytest-trio).
+
+    Each request runs the app in a nursery of the task that sends it, opened with the request
+    and closed with the response: the test's clock, cancel scopes and deadlines apply to the
+    app, and nothing the client starts outlives the ``async with`` around it.
+
+    - ``async with AsyncTestClient(app) as client:`` runs the lifespan (startup failures are
+      raised there); without ``async with``, requests work and the lifespan does not run.
+    - ``async with client.stream("GET", "/events") as r:`` yields chunks as the app sends
+      them; leaving the block early sends ``http.disconnect`` and waits for the app.
+    - ``async with client.websocket_connect("/ws") as ws:`` opens a WebSocket session.
+    - ``raise_server_exceptions=True`` raises the app's exception in the test.
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        base_url: str = "http://testserver",
+        raise_server_exceptions: bool = True,
+        root_path: str = "",
+        cookies: httpx._types.CookieTypes | None = None,
+        headers: dict[str, str] | None = None,
+        follow_redirects: bool = True,
+        client: tuple[str, int] = ("testclient", 50000),
+    ) -> None:
+        self.app = app
+        self.app_state: dict[str, Any] = {}
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._test_transport = _AsyncTestClientTransport(
+            app,
+            raise_server_exceptions=raise_server_exceptions,
+            root_path=root_path,
+            client=client,
+            app_state=self.app_state,
+        )
+        headers = {} if headers is None else dict(headers)
+        headers.setdefault("user-agent", "testclient")
+        super().__init__(
+            base_url=base_url,
+            headers=headers,
+            transport=self._test_transport,
+            follow_redirects=follow_redirects,
+            cookies=cookies,
+        )
+
+    @contextlib.asynccontextmanager
+    async def websocket_connect(
+        self, url: str, subprotocols: Sequence[str] | None = None, **kwargs: Any
+    ) -> AsyncIterator[AsyncWebSocketTestSession]:
+        """Open a WebSocket session: ``async with client.websocket_connect("/ws") as ws:``.
+
+        The app's close or denial response during the handshake raises
+        ``WebSocketDisconnect`` or ``WebSocketDenialResponse`` here.
+        """
+        ws_url = _websocket_request(self, url, subprotocols, kwargs)
+        try:
+            await super().request("GET", ws_url, **kwargs)
+        except _Upgrade as upgrade:
+            session: AsyncWebSocketTestSession = upgrade.session
+        else:  # pragma: no cover - the transport always upgrades
+            raise RuntimeError("Expected WebSocket upgrade")
+        async with session:
+            yield session
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            await super().__aenter__()
+            stack.push_async_exit(super().__aexit__)
+            nursery = await stack.enter_async_context(task_group("the test client closed"))
+            runner = LifespanRunner(self.app, self.app_state)
+            await nursery.start(runner.run)
+            await runner.startup()
+            stack.push_async_callback(runner.shutdown)
+            stack.push_async_callback(self._test_transport.close_streams)
+            self._exit_stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is None:
+            await super().__aexit__(exc_type, exc_value, traceback)
+        else:
+            await stack.__aexit__(exc_type, exc_value, traceback)
