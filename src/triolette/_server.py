@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,8 +36,6 @@ from triolette._lifespan import raise_single, running_apps
 from triolette.types import ASGIApp
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
-
     from hypercorn.config import Config, Sockets
     from hypercorn.typing import Framework
 
@@ -211,6 +210,7 @@ async def serve_in_trio(
     sockets: Sockets | None = None,
     stop: trio.Event | None = None,
     handle_signals: bool = True,
+    parent_pid: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` in this trio run until SIGINT/SIGTERM (or ``stop``), then drain and return.
@@ -231,6 +231,8 @@ async def serve_in_trio(
                 nursery.start_soon(shutdown.watch_signals)
             if stop is not None:
                 nursery.start_soon(_when_set, stop, partial(shutdown.begin, "stop requested"))
+            if parent_pid is not None:
+                nursery.start_soon(_watch_parent, parent_pid, partial(shutdown.begin, "the parent process exited"))
             trigger = partial(shutdown.trigger, config)
             status = cast("trio.TaskStatus[list[str]]", announce)
             framework = cast("Framework", app)
@@ -269,6 +271,13 @@ class _Announce:
 
 async def _when_set(event: trio.Event, then: Callable[[], None]) -> None:
     await event.wait()
+    then()
+
+
+async def _watch_parent(parent_pid: int, then: Callable[[], None]) -> None:
+    """A worker process does not outlive its parent: it drains when the parent is gone."""
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - nothing to wait on but polling
+        await trio.sleep(1)
     then()
 
 
@@ -380,7 +389,7 @@ def configure_logging(log_level: str) -> None:
         logger.propagate = False
 
 
-def _worker_process(app_path: str, options: ServerOptions, sockets: Sockets) -> None:
+def _worker_process(app_path: str, options: ServerOptions, sockets: Sockets, parent_pid: int) -> None:
     """A worker process (spawned): import the app, serve on the parent's sockets, drain on SIGTERM."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # a terminal's Ctrl+C goes to the parent, which tells each worker once
@@ -389,7 +398,7 @@ def _worker_process(app_path: str, options: ServerOptions, sockets: Sockets) -> 
         sock.listen(_hypercorn_config_class().backlog)
     try:
         app = load_app(app_path)
-        trio.run(partial(serve_in_trio, app, options, sockets=sockets))
+        trio.run(partial(serve_in_trio, app, options, sockets=sockets, parent_pid=parent_pid))
     except AppImportError as exc:
         logger.error("%s", exc)
         sys.exit(BAD_APP_EXIT)
@@ -424,7 +433,9 @@ class _Supervisor:
         self.processes = []
         for _ in range(self.workers):
             process = self.context.Process(
-                target=_worker_process, args=(self.app_path, self.options, self.sockets), name="triolette-worker"
+                target=_worker_process,
+                args=(self.app_path, self.options, self.sockets, os.getpid()),
+                name="triolette-worker",
             )
             process.start()
             self.processes.append(process)
@@ -434,6 +445,10 @@ class _Supervisor:
             if process.pid is not None and process.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):  # it exited between the check and the kill
                     os.kill(process.pid, signum)
+
+    def close_sockets(self) -> None:
+        for sock in [*self.sockets.secure_sockets, *self.sockets.insecure_sockets]:
+            sock.close()
 
     def is_stopping(self) -> bool:
         return self.stopping
@@ -445,6 +460,7 @@ class _Supervisor:
                 if not self.stopping:
                     logger.info("%s: shutting down the workers (they drain first)", name)
                     self.stopping = True
+                    self.close_sockets()  # with the workers' copies closed too, new connections are refused
                     self.signal_workers(signal.SIGTERM)
                     self.restart.set()
                 else:
@@ -526,6 +542,10 @@ async def _supervise(app_path: str, options: ServerOptions, workers: int, reload
                         break
             nursery.cancel_scope.cancel(reason="workers stopped")
     finally:
-        for sock in [*supervisor.sockets.secure_sockets, *supervisor.sockets.insecure_sockets]:
-            sock.close()
+        supervisor.close_sockets()
+        if any(process.exitcode is None for process in supervisor.processes):  # the supervisor failed
+            supervisor.signal_workers(signal.SIGTERM)
+            with trio.CancelScope(shield=True), trio.move_on_after(_drain_bound(options.graceful_timeout) + 5):
+                for process in supervisor.processes:
+                    await trio.to_thread.run_sync(process.join)
     return 0 if reload else code
