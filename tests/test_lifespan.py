@@ -395,8 +395,8 @@ async def test_several_drains_at_once_all_return_when_idle(autojump_clock: Any) 
     app = sleepy_app(log, 4)
     finished: list[float] = []
 
-    async def drain(timeout: float | None) -> None:
-        await app.drain(timeout)
+    async def drain(grace: float | None) -> None:
+        await app.drain(grace)
         finished.append(trio.current_time())
 
     with trio.fail_after(60):

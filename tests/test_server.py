@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,7 @@ async def serving(app: Any, stop: trio.Event | None = None, **options: Any) -> A
     opts = ServerOptions(port=0, log_level="warning", **options)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(5):
-            binds = await nursery.start(lambda task_status: serve_in_trio(app, opts, stop=stop, task_status=task_status))
+            binds = await nursery.start(partial(serve_in_trio, app, opts, stop=stop))
         yield binds[0], nursery
 
 
