@@ -231,6 +231,20 @@ async def test_pings_fill_the_silences(autojump_clock: trio.abc.Clock) -> None:
     assert client.ended
 
 
+async def test_a_ping_waits_for_ping_seconds_after_the_last_send(autojump_clock: trio.abc.Clock) -> None:
+    async def source(request: Request) -> AsyncIterator[str]:
+        for text in "abc":
+            yield text
+            await trio.sleep(10)
+        await trio.sleep(22)
+
+    client = Client()
+    with trio.fail_after(100):
+        await sse_app(source, ping=15)(http_scope("/events"), client.receive, client.send)
+    assert [time for time, _ in client.chunks] == [0, 10, 20, 35, 50]
+    assert trio.current_time() == 52
+
+
 async def test_no_pings_when_ping_is_none(autojump_clock: trio.abc.Clock) -> None:
     async def source(request: Request) -> AsyncIterator[str]:
         await trio.sleep(100)

@@ -260,5 +260,7 @@ class _EventStream:
                         await draining.wait()
                         self.source_scope.cancel(reason="server shutting down")
                         return
-                if trio.current_time() >= due and not await self.send(self.ping_comment):
+                if ping is None or trio.current_time() < self.last_send + ping:
+                    continue  # something was sent meanwhile: the ping is due later
+                if not await self.send(self.ping_comment):
                     return

@@ -60,7 +60,7 @@ class WebSocket(HTTPConnection[StateT]):
     @property
     def nursery(self) -> trio.Nursery:
         """The connection's task group: its tasks are cancelled when the client disconnects
-        and finished before the ASGI call returns."""
+        or the handler ends, and finished before the ASGI call returns."""
         return super().nursery
 
     async def receive(self) -> Message:
