@@ -272,22 +272,12 @@ class Request(HTTPConnection[StateT]):
         return self._body
 
     async def _read_all(self, rs: RequestScope) -> bytes:
-        chunks: list[bytes] = []
-        rs.begin_reading()
-        try:
-            while True:
-                message = await rs.receive()
-                if message["type"] == "http.request":
-                    chunks.append(message.get("body", b""))
-                    if not message.get("more_body", False):
-                        break
-                elif message["type"] == "http.disconnect":
-                    self._is_disconnected = True
-                    raise ClientDisconnect()
-        finally:
-            rs.end_reading()
+        body = await rs.read_body()
+        if body is None:
+            self._is_disconnected = True
+            raise ClientDisconnect()
         self._stream_consumed = True
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return body
 
     async def json(self) -> Any:
         """The body parsed as JSON."""

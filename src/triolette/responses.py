@@ -48,6 +48,8 @@ SyncContentStream = Iterable[Content]
 AsyncContentStream = AsyncIterable[Content]
 ContentStream = AsyncContentStream | SyncContentStream
 
+_BYTES = (bytes, memoryview)
+
 
 async def run_background(scope: Scope, background: BackgroundTask) -> None:
     """Run a response's background task: shielded from disconnect and deadline, not shutdown."""
@@ -82,7 +84,7 @@ class Response:
     def render(self, content: Any) -> bytes | memoryview:
         if content is None:
             return b""
-        if isinstance(content, bytes | memoryview):
+        if isinstance(content, _BYTES):
             return content
         encoded: bytes = content.encode(self.charset)
         return encoded
@@ -276,13 +278,17 @@ class StreamingResponse(Response):
 
     async def _send_chunks(self, send: Send, rs: RequestScope | None) -> None:
         charset = self.charset
+        direct = rs is not None and getattr(send, "__self__", None) is rs
         async with _closing(self.body_iterator) as iterator:
             async for chunk in iterator:
-                if not isinstance(chunk, bytes | memoryview):
+                if not isinstance(chunk, _BYTES):
                     chunk = chunk.encode(charset)
                 if rs is not None and rs.disconnected:
                     return
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if direct:
+                    await rs.send_chunk(chunk)  # type: ignore[union-attr]  # direct implies rs
+                else:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
