@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import trio
-from examples.hello import app
 
+from examples.hello import app
 from triolette.testclient import TestClient
 
 from .conftest import call

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from tests.conftest import call, http_scope
 
+from tests.conftest import call, http_scope
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
 from triolette.middleware import Middleware

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from triolette._scope import get_request_scope
+from triolette._scope import RequestScope
 from triolette.exceptions import HTTPException
 from triolette.middleware._headers import request_header
 from triolette.responses import PlainTextResponse
@@ -45,8 +45,8 @@ class RequestBodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rs = get_request_scope(scope)
-        if rs is not None and getattr(receive, "__self__", None) is rs:
+        rs = getattr(receive, "__self__", None)
+        if isinstance(rs, RequestScope):
             # Inside a triolette app the RequestScope already counts the body as it is read
             # and checks Content-Length first: setting its limit is all this layer needs.
             rs.max_body_size = self.max_body_size
