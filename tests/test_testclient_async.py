@@ -774,3 +774,146 @@ async def test_template_responses_show_their_template_and_context() -> None:
 
     response = await AsyncTestClient(app).get("/")
     assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]
+
+
+# -- protocol edges ---------------------------------------------------------------------------
+
+
+async def test_websocket_sessions_report_what_the_app_got_wrong() -> None:
+    async def ends_without_closing(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "bye"})
+
+    async def garbled_denial(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.send", "text": "?"})
+
+    async def sends_before_accepting(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.send", "text": "?"})
+
+    async with AsyncTestClient(ends_without_closing).websocket_connect("/") as ws:
+        assert await ws.receive() == {"type": "websocket.send", "text": "bye"}
+        with pytest.raises(WebSocketDisconnect) as info:
+            await ws.receive_text()
+        assert (info.value.code, info.value.reason) == (1006, "The app ended without closing the connection.")
+        with pytest.raises(ValueError, match='"mode" argument should be "text" or "binary", got \'yaml\''):
+            await ws.send_json({}, mode="yaml")
+        with pytest.raises(ValueError, match='"mode" argument should be "text" or "binary", got \'yaml\''):
+            await ws.receive_json(mode="yaml")
+        with pytest.raises(RuntimeError, match="open already"):
+            await ws.__aenter__()
+    await ws.__aexit__(None, None, None)  # a second exit does nothing
+    with pytest.raises(RuntimeError, match=r"Expected 'websocket\.http\.response\.body', got 'websocket\.send'"):
+        async with AsyncTestClient(garbled_denial).websocket_connect("/"):
+            pytest.fail("not accepted")  # pragma: no cover
+    with pytest.raises(RuntimeError, match=r"Expected 'websocket\.accept', got 'websocket\.send'"):
+        async with AsyncTestClient(sends_before_accepting).websocket_connect("/"):
+            pytest.fail("not accepted")  # pragma: no cover
+
+
+async def test_lifespan_protocol_errors_are_explained() -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+
+    async def confused(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def refuses(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "not today"})
+
+    async def fails_to_stop(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.failed", "message": "stuck"})
+
+    with pytest.raises(RuntimeError, match="The app's lifespan ended without answering"):
+        await AsyncTestClient(silent).__aenter__()
+    with pytest.raises(RuntimeError, match=r"Unexpected lifespan message 'lifespan\.shutdown\.complete'"):
+        await AsyncTestClient(confused).__aenter__()
+    with pytest.raises(RuntimeError, match="not today"):
+        await AsyncTestClient(refuses).__aenter__()
+    with pytest.raises(RuntimeError, match="stuck"):
+        async with AsyncTestClient(fails_to_stop):
+            pass
+
+
+async def test_an_app_that_sends_after_completing_is_an_error() -> None:
+    async def twice(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"one"})
+        await send({"type": "http.response.body", "body": b"two"})
+
+    with pytest.raises(RuntimeError, match=r'"http\.response\.body" after the response completed'):
+        await AsyncTestClient(twice).get("/")
+
+
+async def test_response_iterators_can_be_closed_halfway() -> None:
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("abcdef")
+
+    async with AsyncTestClient(Triolette(routes=[Route("/", home)])) as client:
+        response = await client.get("/")
+        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:
+            assert [chunk async for chunk in chunks] == [b"ab", b"cd", b"ef"]
+        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:
+            assert await anext(chunks) == b"ab"
+        async with client.stream("GET", "/") as streamed, aclosing(streamed.aiter_lines()) as lines:
+            assert [line async for line in lines] == ["abcdef"]
+
+
+async def test_a_client_closing_while_another_task_holds_a_stream() -> None:
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    client = AsyncTestClient(Triolette(routes=[Route("/", home)]))
+    opened, release = trio.Event(), trio.Event()
+
+    async def holder() -> None:
+        async with client.stream("GET", "/"):
+            opened.set()
+            await release.wait()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holder)
+            await opened.wait()
+            with pytest.raises(RuntimeError, match="1 streamed response\\(s\\) opened in another task are still open"):
+                await client.aclose()
+            release.set()
+
+
+async def test_leaving_the_client_raises_what_a_forgotten_stream_raised() -> None:
+    async def broken(request: Request) -> StreamingResponse:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b"first"
+            raise KeyError("the stream broke")
+
+        return StreamingResponse(parts())
+
+    with pytest.raises(KeyError, match="the stream broke"):
+        async with AsyncTestClient(Triolette(routes=[Route("/", broken)])) as client:
+            await client.send(client.build_request("GET", "/"), stream=True)
+
+
+async def test_a_client_that_was_never_entered_can_be_exited() -> None:
+    client = AsyncTestClient(Triolette())
+    await client.__aexit__()
+    assert client.is_closed
+
+
+async def test_task_group_keeps_several_failures_together() -> None:
+    from triolette._testing import task_group
+
+    async def fail(n: int) -> None:
+        raise ValueError(n)
+
+    with pytest.RaisesGroup(ValueError, ValueError):
+        async with task_group("test") as nursery:
+            nursery.start_soon(fail, 1)
+            nursery.start_soon(fail, 2)

@@ -30,9 +30,14 @@ class WebSocketDenialResponse(httpx.Response, WebSocketDisconnect):  # type: ign
     """The app refused the WebSocket with an HTTP response (``send_denial_response``)."""
 
 
-def _json_message(data: Any, mode: str) -> Message:
+def _check_mode(mode: str) -> str:
     if mode not in ("text", "binary"):
         raise ValueError(f'The "mode" argument should be "text" or "binary", got {mode!r}')
+    return mode
+
+
+def _json_message(data: Any, mode: str) -> Message:
+    _check_mode(mode)
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     if mode == "text":
         return {"type": "websocket.receive", "text": text}
@@ -40,8 +45,6 @@ def _json_message(data: Any, mode: str) -> Message:
 
 
 def _json_of(message: Message, mode: str) -> Any:
-    if mode not in ("text", "binary"):
-        raise ValueError(f'The "mode" argument should be "text" or "binary", got {mode!r}')
     text = message["text"] if mode == "text" else message["bytes"].decode("utf-8")
     return json.loads(text)
 
@@ -191,6 +194,7 @@ class WebSocketTestSession:
         return data
 
     def receive_json(self, mode: str = "text") -> Any:
+        _check_mode(mode)
         return _json_of(self.portal.call(self._connection.receive_data), mode)
 
 
@@ -277,4 +281,5 @@ class AsyncWebSocketTestSession:
         return data
 
     async def receive_json(self, mode: str = "text") -> Any:
+        _check_mode(mode)
         return _json_of(await self._connection.receive_data(), mode)
