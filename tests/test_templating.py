@@ -51,7 +51,6 @@ def test_template_response(template_dir: Path) -> None:
     assert response.text == "<p>Hello, &lt;b&gt;World&lt;/b&gt;</p><a href='http://testserver/users/7'>/</a>"
 
 
-@pytest.mark.xfail(reason="the core TestClient does not record http.response.debug yet (Starlette's does)", strict=True)
 def test_test_client_sees_template_and_context(template_dir: Path) -> None:
     templates = Jinja2Templates(directory=template_dir, context_processors=[greeting])
     response = make_client(templates).get("/")
