@@ -36,7 +36,8 @@ class EventStream:
         self.buffer = b""
 
     async def __aenter__(self) -> EventStream:
-        assert self.url.hostname is not None and self.url.port is not None
+        assert self.url.hostname is not None
+        assert self.url.port is not None
         self.stream = await trio.open_tcp_stream(self.url.hostname, self.url.port)
         request = h11.Request(
             method="GET",
