@@ -517,3 +517,13 @@ def test_a_child_failure_whose_handler_returns_nothing() -> None:
     response = TestClient(app, raise_server_exceptions=False).get("/")
     assert handled == ["quiet"]
     assert response.status_code == 500  # nothing was sent: the test client reports a 500
+
+
+def test_middleware_declaration_repr_and_unpacking() -> None:
+    from triolette.middleware import Middleware
+    from triolette.middleware.gzip import GZipMiddleware
+
+    declared = Middleware(GZipMiddleware, 10, minimum_size=500)
+    cls, args, kwargs = declared
+    assert (cls, args, kwargs) == (GZipMiddleware, (10,), {"minimum_size": 500})
+    assert repr(declared) == "Middleware(GZipMiddleware, 10, minimum_size=500)"
