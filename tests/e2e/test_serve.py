@@ -183,3 +183,23 @@ async def test_a_bad_app_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "triolette: error: could not import module 'e2e_missing' (no module named 'e2e_missing'); "
         "run from the directory that contains it, or put it on PYTHONPATH\n"
     )
+
+
+async def test_reload_restarts_the_worker_when_a_source_file_changes(tmp_path: Path) -> None:
+    async with triolette(tmp_path, "--reload") as server, httpx.AsyncClient() as client:
+        await server.wait_serving()
+        await trio.sleep(1.5)  # the first worker is up and the watcher has its snapshot
+        source = trio.Path(tmp_path / "e2e_app.py")
+        await source.write_text(await source.read_text() + "\n# changed\n")
+        with trio.fail_after(15):
+            while "restarting" not in server.stderr or server.stderr.count("Serving on http://127.0.0.1") < 3:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            while True:
+                try:
+                    assert (await client.get(f"{server.url}/")).text == "hello"
+                    break
+                except httpx.TransportError:
+                    await trio.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait_exit(15) == 0
+    assert service_markers(tmp_path) == ["ran", "ran"]  # the first worker's and the second's
