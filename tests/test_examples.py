@@ -1,13 +1,15 @@
-"""The examples in examples/ run and answer as their docstrings say."""
+"""The examples in examples/ run and answer as their docstrings say (virtual time)."""
 
 from __future__ import annotations
 
+import json
+
 import trio
 
+from examples import fanout, sse, streaming, websocket_echo
 from examples.hello import app
-from triolette.testclient import TestClient
-
-from .conftest import call
+from tests.conftest import call
+from triolette.testclient import AsyncTestClient, TestClient
 
 
 def test_hello_answers() -> None:
@@ -32,3 +34,52 @@ async def test_slow_route_sleeps_in_virtual_time(autojump_clock: trio.abc.Clock)
     assert answer.status == 200
     assert answer.body == b'{"slept":30.0}'
     assert trio.current_time() == 30
+
+
+async def test_streaming_countdown_and_leaving_early(autojump_clock: trio.abc.Clock) -> None:
+    async with AsyncTestClient(streaming.app) as client:
+        whole = await client.get("/countdown", params={"start": "3"})
+        assert whole.text == "3\n2\n1\n0\n"
+        assert trio.current_time() == 4
+        async with client.stream("GET", "/countdown", params={"start": "100"}) as response:
+            seen = [chunk async for chunk in _first(response.aiter_text(), 2)]
+    assert seen == ["100\n", "99\n"]
+    assert streaming.stopped_early[-1] in (98, 99)
+
+
+async def _first(chunks, n):  # type: ignore[no-untyped-def]
+    async for chunk in chunks:
+        yield chunk
+        n -= 1
+        if n == 0:
+            return
+
+
+async def test_sse_clock_resumes_after_the_last_event_id(autojump_clock: trio.abc.Clock) -> None:
+    async with AsyncTestClient(sse.app) as client:
+        async with client.stream("GET", "/clock", headers={"last-event-id": "41"}) as response:
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            data = []
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    data.append(json.loads(line.removeprefix("data: ")))
+                    if len(data) == 2:
+                        break
+    assert [event["tick"] for event in data] == [42, 43]
+
+
+async def test_websocket_echo_and_heartbeat(autojump_clock: trio.abc.Clock) -> None:
+    async with AsyncTestClient(websocket_echo.app) as client, client.websocket_connect("/echo") as ws:
+        await ws.send_text("hi")
+        assert await ws.receive_json() == {"type": "echo", "text": "hi"}
+        assert await ws.receive_json() == {"type": "heartbeat"}
+        assert trio.current_time() == 10
+
+
+async def test_fanout_answers_with_the_fastest_and_cancels_the_rest(autojump_clock: trio.abc.Clock) -> None:
+    async with AsyncTestClient(fanout.app) as client:
+        fastest = (await client.get("/fastest")).json()
+        assert fastest == {"fastest": "near", "elapsed": 0.05}
+        assert trio.current_time() == 0.05
+        assert (await client.get("/everything")).json() == ["far", "near", "very-far"]
+        assert trio.current_time() == 5.05
