@@ -56,15 +56,17 @@ async def _first(chunks, n):  # type: ignore[no-untyped-def]
 
 
 async def test_sse_clock_resumes_after_the_last_event_id(autojump_clock: trio.abc.Clock) -> None:
-    async with AsyncTestClient(sse.app) as client:
-        async with client.stream("GET", "/clock", headers={"last-event-id": "41"}) as response:
-            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-            data = []
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    data.append(json.loads(line.removeprefix("data: ")))
-                    if len(data) == 2:
-                        break
+    data = []
+    async with (
+        AsyncTestClient(sse.app) as client,
+        client.stream("GET", "/clock", headers={"last-event-id": "41"}) as response,
+    ):
+        assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                data.append(json.loads(line.removeprefix("data: ")))
+                if len(data) == 2:
+                    break
     assert [event["tick"] for event in data] == [42, 43]
 
 
