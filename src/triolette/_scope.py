@@ -620,7 +620,7 @@ class RequestScope:
         self.body_timeout = None  # a connection waits for messages as long as it likes
         self.ws_accepted = False
         self._ws_sending = False
-        self._ws_send_turn = trio.lowlevel.ParkingLot()
+        self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
         with trio.CancelScope() as self._ws_handler_scope:
             try:
                 await app(self.asgi_scope, self.receive, self.send)
@@ -630,7 +630,8 @@ class RequestScope:
                     raise
             else:
                 await self._close_websocket(1000)  # the handler returned, the connection ends
-        self.nursery.cancel_scope.cancel(reason="websocket closed")  # and its tasks with it
+        if len(self.nursery.child_tasks) > 1:  # and its tasks with it (run() ends the watcher)
+            self.nursery.cancel_scope.cancel(reason="websocket closed")
 
     def _says_closed(self, exc: Exception) -> bool:
         """Whether ``exc`` only reports that the connection had closed (nothing to log)."""
@@ -653,7 +654,10 @@ class RequestScope:
     async def _send_websocket(self, message: Message) -> None:
         """Send one WebSocket message, one task at a time (in the order they asked)."""
         if self._ws_sending:
-            await self._ws_send_turn.park()  # the task before us hands its turn over
+            turn = self._ws_send_turn
+            if turn is None:
+                turn = self._ws_send_turn = trio.lowlevel.ParkingLot()
+            await turn.park()  # the task before us hands its turn over
         else:
             self._ws_sending = True
         try:
@@ -674,7 +678,8 @@ class RequestScope:
                 self.response_complete = True
             await self._server_send(message)
         finally:
-            if not self._ws_send_turn.unpark():
+            turn = self._ws_send_turn
+            if turn is None or not turn.unpark():
                 self._ws_sending = False
 
 
