@@ -11,10 +11,11 @@ from __future__ import annotations
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from triolette._utils import raise_single
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -229,25 +230,4 @@ class _MountedLifespan:
         await self._done.wait()
 
 
-def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise the one exception in ``group`` as itself (nested groups looked through), keeping
-    its own ``__context__``; raise the group when it holds several."""
-    leaves = list(_leaves(group))
-    if len(leaves) != 1:
-        raise group
-    exc = leaves[0]
-    context = exc.__context__
-    try:
-        raise exc
-    finally:
-        exc.__context__ = context  # raising it here made the group its context: put back its own
-        del exc, context
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
 

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from triolette._lifespan import raise_single, running_apps
+from triolette._lifespan import running_apps
+from triolette._utils import exception_leaves, raise_single
 from triolette.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ def _startup_failure(exc: BaseException) -> str | None:
     """The one-line message of a lifespan startup failure inside ``exc``, if there is one."""
     from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
 
-    for error in _leaves(exc):
+    for error in exception_leaves(exc):
         if isinstance(error, LifespanTimeoutError):
             return f"the application's startup took longer than its startup timeout ({error})"
         if isinstance(error, LifespanFailureError) and "in startup" in str(error):
@@ -299,16 +300,12 @@ def _startup_failure(exc: BaseException) -> str | None:
 def _original_error(exc: BaseException) -> BaseException | None:
     from hypercorn.utils import LifespanFailureError
 
-    for error in _leaves(exc):
+    for error in exception_leaves(exc):
         if isinstance(error, LifespanFailureError):
             return error.__context__
     return None
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 

@@ -14,23 +14,18 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
 
+from triolette._utils import exception_leaves
 from triolette.types import ASGIApp, Message, Scope
 
 T = TypeVar("T")
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
 
 
 @asynccontextmanager
@@ -54,7 +49,7 @@ async def task_group(reason: str) -> AsyncIterator[trio.Nursery]:
     except BaseExceptionGroup as group:
         if error is not None:
             raise error from None
-        leaves = list(_leaves(group))
+        leaves = exception_leaves(group)
         if len(leaves) == 1 or all(isinstance(leaf, trio.Cancelled) for leaf in leaves):
             raise leaves[0] from None
         raise

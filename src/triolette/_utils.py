@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+from typing import Any, NoReturn
 
 
 def is_async_callable(obj: Any) -> bool:
@@ -55,3 +55,29 @@ class ConfigurationError(ValueError, AssertionError):
     Starlette reported these with ``assert``; triolette raises a real exception that
     survives ``python -O`` and is still an ``AssertionError`` for code that caught one.
     """
+
+
+def exception_leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, looking through (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in exception_leaves(inner)]
+    return [exc]
+
+
+def raise_as_itself(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` keeping its own ``__context__``: raised while handling the group it came
+    in, Python would otherwise make that group its context."""
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
+
+
+def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one exception in ``group`` as itself; the group when it holds several."""
+    leaves = exception_leaves(group)
+    if len(leaves) != 1:
+        raise group
+    raise_as_itself(leaves[0])

@@ -15,7 +15,7 @@ import sniffio
 import trio
 
 from triolette._exception_handler import call_handler, lookup_handler
-from triolette._lifespan import raise_single, registered, walk_apps
+from triolette._lifespan import registered, walk_apps
 from triolette._scope import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
@@ -26,6 +26,7 @@ from triolette._scope import (
     RequestSettings,
     check_timeout,
 )
+from triolette._utils import raise_single
 from triolette.datastructures import State, URLPath
 from triolette.middleware import Middleware, _MiddlewareFactory
 from triolette.middleware.errors import ServerErrorMiddleware
