@@ -474,21 +474,27 @@ class RequestScope:
         held off once for the whole body rather than once per chunk.
         """
         chunks: list[bytes] = []
+        limit = self.max_body_size
         self._holdoff += 1
         try:
             while True:
-                if self._buffer or self._reading or self._client_gone():
+                if self._buffer or self._reading or self.disconnected:
                     message = await self.receive()  # buffered, being read by the watcher, or gone
                 else:
                     if self._declared_length == -1:
                         self.check_declared_length()
                     if self._body_deadline == math.inf and self.body_timeout is not None:
                         self._start_body_clock()
-                    message = self._account(await self._read())
+                    message = await self._read()
+                    if message["type"] == "http.request" and limit is not None:
+                        self._body_received += len(message.get("body", b""))
+                        if self._body_received > limit:
+                            raise HTTPException(413, "Content Too Large")
                 kind = message["type"]
                 if kind == "http.request":
                     chunks.append(message.get("body", b""))
                     if not message.get("more_body", False):
+                        self.body_consumed = True
                         break
                 elif kind == "http.disconnect":
                     return None
