@@ -24,20 +24,25 @@ class ResponseWatch:
     """Tells whether an HTTP response has started through ``send``.
 
     When ``send`` is the RequestScope's own, the RequestScope already knows, and ``send``
-    is used as it is; otherwise (a middleware wrapped it) the watch wraps it to see.
+    is used as it is; otherwise (a middleware wrapped it) the watch wraps it to see. Only
+    an HTTP response counts: a WebSocket handler may close an accepted socket, so for a
+    WebSocket ``send`` is never wrapped and ``started`` stays False.
     """
 
     __slots__ = ("_inner", "_rs", "_started", "send")
 
     def __init__(self, scope: Scope, send: Send) -> None:
-        rs = get_request_scope(scope)
         self._started = False
         self._inner = send
-        if rs is not None and not rs.is_websocket and getattr(send, "__self__", None) is rs:
-            self._rs: RequestScope | None = rs
+        self._rs: RequestScope | None = None
+        if scope["type"] == "websocket":
+            self.send = send
+            return
+        rs = get_request_scope(scope)
+        if rs is not None and getattr(send, "__self__", None) is rs:
+            self._rs = rs
             self.send = send
         else:
-            self._rs = None
             self.send = self._tracking_send
 
     @property
@@ -49,6 +54,16 @@ class ResponseWatch:
         if message["type"] == "http.response.start":
             self._started = True
         await self._inner(message)
+
+
+def _connection(scope: Scope, receive: Receive, send: Send) -> Request | WebSocket:
+    if scope["type"] == "websocket":
+        from triolette.websockets import WebSocket
+
+        return WebSocket(scope, receive, send)
+    from triolette.requests import Request
+
+    return Request(scope, receive, send)
 
 
 def lookup_handler(scope: Scope, exc: BaseException) -> ExceptionHandler | None:
@@ -73,8 +88,12 @@ async def call_handler(handler: ExceptionHandler, conn: Request | WebSocket, exc
     return await run_in_threadpool(handler, conn, exc)  # type: ignore[arg-type]
 
 
-def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket) -> ASGIApp:
-    """Run ``app``; answer an exception it raises with the handler registered for it."""
+def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket | None) -> ASGIApp:
+    """Run ``app``; answer an exception it raises with the handler registered for it.
+
+    ``conn`` is what the handler is given; None builds it from the scope, and only when an
+    exception is handled (nothing to build on the way of a request that succeeds).
+    """
 
     async def wrapped_app(scope: Scope, receive: Receive, send: Send) -> None:
         watch = ResponseWatch(scope, send)
@@ -89,7 +108,7 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket) -> ASG
             # As in Starlette, only an HTTP response counts: a WebSocket handler may close an accepted socket.
             if watch.started:
                 raise RuntimeError("Caught handled exception, but response already started.") from exc
-            response = await call_handler(handler, conn, exc)
+            response = await call_handler(handler, conn or _connection(scope, receive, send), exc)
             if response is not None:
                 await response(scope, receive, watch.send)
             exc.__traceback__ = None  # a reused exception instance would collect tracebacks

@@ -50,13 +50,7 @@ class ExceptionMiddleware:
             await self.app(scope, receive, send)
             return
         scope[HANDLERS_KEY] = self._handlers
-        if kind == "http":
-            conn: Any = Request(scope, receive, send)
-        else:
-            from triolette.websockets import WebSocket
-
-            conn = WebSocket(scope, receive, send)
-        await wrap_app_handling_exceptions(self.app, conn)(scope, receive, send)
+        await wrap_app_handling_exceptions(self.app, None)(scope, receive, send)  # conn built if needed
 
     async def http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
