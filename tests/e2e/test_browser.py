@@ -20,23 +20,23 @@ import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from examples.board.app import create_app
 
-pytestmark = pytest.mark.e2e
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (dev dependency group)")
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip(
-        "no headless browser: install Debian's chromium and chromium-driver (./scripts/test does, as root)",
-        allow_module_level=True,
-    )
 
-from selenium.webdriver.common.by import By  # noqa: E402 - only once the skip above has passed
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="no headless browser: install Debian's chromium and chromium-driver (./scripts/test does, as root)",
+    ),
+]
 
 
 @pytest.fixture
