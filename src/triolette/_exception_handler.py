@@ -29,21 +29,24 @@ class ResponseWatch:
     WebSocket ``send`` is never wrapped and ``started`` stays False.
     """
 
-    __slots__ = ("_inner", "_rs", "_started", "send")
+    __slots__ = ("_inner", "_rs", "_started", "_tracks")
 
     def __init__(self, scope: Scope, send: Send) -> None:
         self._started = False
         self._inner = send
         self._rs: RequestScope | None = None
-        if scope["type"] == "websocket":
-            self.send = send
-            return
-        rs = get_request_scope(scope)
-        if rs is not None and getattr(send, "__self__", None) is rs:
-            self._rs = rs
-            self.send = send
-        else:
-            self.send = self._tracking_send
+        self._tracks = False
+        if scope["type"] != "websocket":
+            rs = get_request_scope(scope)
+            if rs is not None and getattr(send, "__self__", None) is rs:
+                self._rs = rs
+            else:
+                self._tracks = True
+
+    @property
+    def send(self) -> Send:
+        """The ``send`` to pass on (a property: a stored bound method would be a reference cycle)."""
+        return self._tracking_send if self._tracks else self._inner
 
     @property
     def started(self) -> bool:

@@ -209,6 +209,15 @@ class RequestScope:
         """Run ``app`` for this ASGI call inside the request nursery; see DESIGN.md section 3."""
         scope = self.asgi_scope
         scope[SCOPE_KEY] = self
+        try:
+            await self._run(app)
+        finally:
+            # The scope and its RequestScope refer to each other: part them now, so that the
+            # request's objects (its body among them) are freed at once, not by the GC later.
+            del scope[SCOPE_KEY]
+
+    async def _run(self, app: ASGIApp) -> None:
+        scope = self.asgi_scope
         timeout = self.settings.timeout
         try:
             async with trio.open_nursery() as nursery:
