@@ -353,7 +353,8 @@ class WebSocketRoute(BaseRoute):
             match = self.path_regex.match(get_route_path(scope))
             if match:
                 path_params = dict(scope.get("path_params", ()))
-                path_params.update(_convert(self.param_convertors, match.groupdict()))
+                if self.param_convertors:
+                    path_params.update(_convert(self.param_convertors, match.groupdict()))
                 return Match.FULL, {"endpoint": self.endpoint, "path_params": path_params}
         return Match.NONE, {}
 
