@@ -1041,3 +1041,39 @@ async def test_an_http_exception_in_a_request_task_is_answered_by_its_handler(au
     await call(app_with(endpoint), server)
     assert (server.status, server.body) == (409, b"conflict")
     assert trio.current_time() == 0
+
+
+async def test_the_watcher_stops_with_the_response_while_request_tasks_go_on(autojump_clock: Any) -> None:
+    """After the response is complete there is nothing to watch: receive() is not called
+    again, and the request's own tasks still run to their end before the call returns."""
+    reads: list[float] = []
+    finished: list[float] = []
+
+    async def after_response() -> None:
+        await trio.sleep(5)
+        finished.append(trio.current_time())
+
+    async def endpoint(request: Request) -> Response:
+        request.nursery.start_soon(after_response)
+        return PlainTextResponse("done")
+
+    body_sent = False
+
+    async def receive() -> dict[str, Any]:
+        reads.append(trio.current_time())
+        if len(reads) == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await trio.sleep_forever()  # a server that never says http.disconnect
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal body_sent
+        await trio.lowlevel.checkpoint()  # a socket write yields, so the watcher gets to run
+        body_sent = body_sent or message["type"] == "http.response.body"
+
+    with trio.fail_after(60):
+        await app_with(endpoint)(http_scope(), receive, send)
+    assert body_sent
+    assert finished == [5.0]
+    assert len(reads) <= 2  # the body, and at most one read that was pending when the response ended
+    assert trio.current_time() == 5

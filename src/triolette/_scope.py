@@ -138,6 +138,7 @@ class RequestScope:
         "_stop_watcher",
         "_wake_watcher",
         "_watchdog_armed",
+        "_watching",
         "_watcher_scope",
         "_ws_handler_scope",
         "_ws_send_turn",
@@ -201,6 +202,7 @@ class RequestScope:
         self._disconnect: Message = _HTTP_DISCONNECT
         self._sending_since: float | None = None
         self._watchdog_armed = False
+        self._watching = False
         self._background_scope: trio.CancelScope | None = None
 
     # -- running the call ------------------------------------------------------------
@@ -225,6 +227,7 @@ class RequestScope:
                 if timeout is not None:
                     self.start_time = trio.current_time()
                     nursery.cancel_scope.deadline = self.start_time + timeout
+                self._watching = True
                 nursery.start_soon(self._watch)
                 try:
                     if self.is_websocket:
@@ -236,9 +239,10 @@ class RequestScope:
                     raise
                 except INTERNAL_EXCEPTIONS:
                     pass
-                if len(nursery.child_tasks) == 1:  # only the watcher is left
+                if len(nursery.child_tasks) == int(self._watching):  # no task left but the watcher, if any
                     self._stop_watcher = True
-                    nursery.cancel_scope.cancel(reason="request complete")
+                    if self._watching:
+                        nursery.cancel_scope.cancel(reason="request complete")
                 else:
                     self.stop_watching()
         except BaseExceptionGroup as group:
@@ -346,7 +350,16 @@ class RequestScope:
     # -- the disconnect watcher --------------------------------------------------------
 
     async def _watch(self) -> None:
-        while not (self.disconnected or self._stop_watcher):
+        try:
+            await self._watch_until_done()
+        finally:
+            self._watching = False
+
+    async def _watch_until_done(self) -> None:
+        # Once the response is complete there is nothing left to watch for: a disconnect
+        # then cancels nothing, and no send or body read is left to time. Stopping there
+        # (rather than when the app returns) spares the watcher most of its steps.
+        while not (self.disconnected or self._stop_watcher or self.response_complete):
             with trio.CancelScope(deadline=self._watchdog_deadline()) as cs:
                 self._watcher_scope = cs
                 await self._listen()
@@ -359,7 +372,7 @@ class RequestScope:
             while self._holdoff or self._reading or self._buffer_full():
                 event = self._wake_watcher = trio.Event()
                 await event.wait()
-            if self._client_gone():  # the endpoint read the disconnect itself
+            if self._done_watching():  # the endpoint read the disconnect itself, or the response is over
                 return
             message = await self._read()
             if self.disconnected:
@@ -519,6 +532,9 @@ class RequestScope:
         self._body_deadline = trio.current_time() + self.body_timeout
         self._rearm_watchdog()
 
+    def _done_watching(self) -> bool:
+        return self.disconnected or self.response_complete
+
     def _client_gone(self) -> bool:
         return self.disconnected  # a method, so type checkers do not assume it unchanged across awaits
 
@@ -645,7 +661,7 @@ class RequestScope:
                     raise
             else:
                 await self._close_websocket(1000)  # the handler returned, the connection ends
-        if len(self.nursery.child_tasks) > 1:  # and its tasks with it (run() ends the watcher)
+        if len(self.nursery.child_tasks) > int(self._watching):  # its tasks end with it (run() ends the watcher)
             self.nursery.cancel_scope.cancel(reason="websocket closed")
 
     def _says_closed(self, exc: Exception) -> bool:

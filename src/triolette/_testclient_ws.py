@@ -126,6 +126,12 @@ class WebSocketConnection:
             raise error
 
 
+def _app_failed(exc: BaseException | None) -> bool:
+    """Whether the test left the session because the app failed (it closed with 1011): then
+    the app's own exception is what the test should see, as Starlette's client shows it."""
+    return isinstance(exc, WebSocketDisconnect) and exc.code == 1011
+
+
 class WebSocketTestSession:
     """One test WebSocket connection: ``send_*``/``receive_*``/``close`` as in Starlette."""
 
@@ -164,7 +170,7 @@ class WebSocketTestSession:
             self.portal.call(self._connection.finish)
         finally:
             self._stack.close()
-        if exc is None:
+        if exc is None or _app_failed(exc):
             self._connection.raise_app_error()
 
     def send(self, message: Message) -> None:
@@ -240,15 +246,16 @@ class AsyncWebSocketTestSession:
         stack, self._stack = self._stack, None
         if stack is None:
             return
+        failed = _app_failed(exc)
         try:
-            if exc is None:
+            if exc is None or failed:
                 await self._connection.finish()
             else:
                 assert self._nursery is not None
                 self._nursery.cancel_scope.cancel(reason="the test left the WebSocket session with an exception")
         finally:
             await stack.aclose()
-        if exc is None:
+        if exc is None or failed:
             self._connection.raise_app_error()
 
     async def send(self, message: Message) -> None:
