@@ -359,6 +359,15 @@ class RequestScope:
         # Once the response is complete there is nothing left to watch for: a disconnect
         # then cancels nothing, and no send or body read is left to time. Stopping there
         # (rather than when the app returns) spares the watcher most of its steps.
+        if self.response_complete or self._stop_watcher:
+            return  # the app answered before the watcher first ran: nothing to watch
+        if not (self.is_websocket or self._holdoff or self._reading or self._has_body()):
+            # A request without a body: the server already holds its one (empty) http.request
+            # message, so this first read returns at once and needs no cancel scope around it.
+            message = await self._read()
+            if self.disconnected:
+                return
+            self._buffer.append(message)
         while not (self.disconnected or self._stop_watcher or self.response_complete):
             with trio.CancelScope(deadline=self._watchdog_deadline()) as cs:
                 self._watcher_scope = cs
@@ -379,6 +388,14 @@ class RequestScope:
                 return
             self._buffer.append(message)
             self._buffered += _message_size(message)
+
+    def _has_body(self) -> bool:
+        """Whether the request announces a body (a non-zero Content-Length, or Transfer-Encoding)."""
+        for key, value in self.asgi_scope.get("headers", ()):
+            key = key.lower()
+            if key == b"transfer-encoding" or (key == b"content-length" and value.strip() not in (b"0", b"")):
+                return True
+        return False
 
     def _buffer_full(self) -> bool:
         if self.is_websocket:
