@@ -755,37 +755,6 @@ async def test_streaming_generator_finally_runs_before_the_call_returns_on_disco
     assert trio.current_time() == 3
 
 
-async def test_a_response_called_on_its_own_still_stops_on_disconnect(autojump_clock: Any) -> None:
-    sent: list[bytes] = []
-    closed = False
-    gone = trio.Event()
-
-    async def numbers() -> AsyncIterator[bytes]:
-        nonlocal closed
-        try:
-            for n in range(100):
-                yield b"%d" % n
-                await trio.sleep(1)
-        finally:
-            closed = True
-
-    async def receive() -> Message:
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.body" and message["body"]:
-            sent.append(message["body"])
-            if len(sent) == 3:
-                gone.set()
-
-    with trio.fail_after(60):
-        await StreamingResponse(numbers())(http_scope(), receive, send)
-    assert sent == [b"0", b"1", b"2"]
-    assert closed
-    assert trio.current_time() == 2
-
-
 async def test_sync_endpoint_runs_in_a_worker_thread_on_the_shared_limiter() -> None:
     main_thread = threading.current_thread()
     seen: dict[str, Any] = {}

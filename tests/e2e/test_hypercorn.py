@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
+from tests.e2e.servers import running as serve_on_loopback
 from triolette.applications import Triolette
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
@@ -26,22 +25,10 @@ pytestmark = pytest.mark.e2e
 
 @asynccontextmanager
 async def running(app: Any) -> AsyncIterator[tuple[str, int]]:
-    """Serve ``app`` on 127.0.0.1 (port chosen by the OS); yield (host, port); stop it."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 1
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(5):
-            binds = await nursery.start(
-                lambda task_status: serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
-            )
-        host, _, port = binds[0].removeprefix("http://").rpartition(":")
-        try:
-            yield host, int(port)
-        finally:
-            stop.set()
+    """Serve ``app`` on 127.0.0.1 (port picked by the OS); yield (host, port)."""
+    async with serve_on_loopback(app) as base:
+        host, _, port = base.removeprefix("http://").rpartition(":")
+        yield host, int(port)
 
 
 async def test_a_request_is_answered_over_a_real_socket() -> None:

@@ -16,9 +16,8 @@ import pytest
 import trio
 from httpx_ws import AsyncWebSocketSession, aconnect_ws
 from httpx_ws import WebSocketDisconnect as ClientSawClose
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
+from tests.e2e.servers import running as serve_on_loopback
 from triolette.applications import Triolette
 from triolette.requests import Request
 from triolette.responses import Response
@@ -31,21 +30,9 @@ pytestmark = pytest.mark.e2e
 
 @asynccontextmanager
 async def running(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1:<port the OS picks>; yield "host:port"; stop the server."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 1
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(5):
-            binds = await nursery.start(
-                lambda task_status: serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
-            )
-        try:
-            yield binds[0].removeprefix("http://")
-        finally:
-            stop.set()
+    """Serve ``app`` on 127.0.0.1 (port picked by the OS); yield "host:port"."""
+    async with serve_on_loopback(app) as base:
+        yield base.removeprefix("http://")
 
 
 def connect_ws(url: str, client: httpx.AsyncClient) -> AbstractAsyncContextManager[AsyncWebSocketSession]:
