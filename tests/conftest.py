@@ -41,6 +41,22 @@ def http_scope(path: str = "/", method: str = "GET", query: bytes = b"", headers
     }
 
 
+def minimal_http_scope(**overrides: Any) -> dict[str, Any]:
+    """The fewest keys an HTTP scope needs, with ``overrides`` applied."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "path": "/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+    }
+    scope.update(overrides)
+    return scope
+
+
 async def _chunks(body: bytes) -> AsyncIterator[bytes]:
     if body:
         yield body

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.conftest import minimal_http_scope as http_scope
 from triolette._scope import run_in_request_scope
 from triolette.applications import Triolette
 from triolette.datastructures import Address, State
@@ -16,21 +17,6 @@ from triolette.responses import JSONResponse, PlainTextResponse, Response
 from triolette.routing import Mount, Route, Router
 from triolette.testclient import TestClient
 from triolette.types import Message, Receive, Scope, Send
-
-
-def http_scope(**overrides: Any) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": "GET",
-        "scheme": "http",
-        "server": ("testserver", 80),
-        "path": "/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-    }
-    scope.update(overrides)
-    return scope
 
 
 def receiving(*messages: Message) -> Receive:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.conftest import minimal_http_scope as http_scope
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
 from triolette.datastructures import URL
@@ -33,21 +34,6 @@ from triolette.responses import (
 from triolette.routing import Mount, Route
 from triolette.testclient import TestClient
 from triolette.types import Message, Receive, Scope, Send
-
-
-def http_scope(**overrides: Any) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": "GET",
-        "scheme": "http",
-        "server": ("testserver", 80),
-        "path": "/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-    }
-    scope.update(overrides)
-    return scope
 
 
 async def never_receive() -> Message:
