@@ -159,6 +159,16 @@ def _convert(convertors: dict[str, Convertor[Any]], matched: dict[str, str]) -> 
     return {key: convertors[key].convert(value) for key, value in matched.items()}
 
 
+def _first_url_path(routes: Sequence[BaseRoute], name: str, path_params: dict[str, Any]) -> URLPath | None:
+    """The URL of the first of ``routes`` that knows ``name`` with these parameters, if any."""
+    for route in routes:
+        try:
+            return route.url_path_for(name, **path_params)
+        except NoMatchFound:
+            continue
+    return None
+
+
 def _wrap_middleware(app: ASGIApp, middleware: Sequence[Middleware] | None) -> ASGIApp:
     if middleware is not None:
         for cls, args, kwargs in reversed(middleware):
@@ -438,11 +448,8 @@ class Mount(BaseRoute):
             prefix, remaining = replace_params(self.path_format, self.param_convertors, path_params)
             if path_kwarg is not None:
                 remaining["path"] = path_kwarg
-            for route in self.routes or []:
-                try:
-                    url = route.url_path_for(remaining_name, **remaining)
-                except NoMatchFound:
-                    continue
+            url = _first_url_path(self.routes or [], remaining_name, remaining)
+            if url is not None:
                 return URLPath(path=prefix.rstrip("/") + str(url), protocol=url.protocol)
         raise NoMatchFound(name, path_params)
 
@@ -499,11 +506,8 @@ class Host(BaseRoute):
         elif self.name is None or name.startswith(self.name + ":"):
             remaining_name = name if self.name is None else name[len(self.name) + 1 :]
             host, remaining = replace_params(self.host_format, self.param_convertors, path_params)
-            for route in self.routes or []:
-                try:
-                    url = route.url_path_for(remaining_name, **remaining)
-                except NoMatchFound:
-                    continue
+            url = _first_url_path(self.routes or [], remaining_name, remaining)
+            if url is not None:
                 return URLPath(path=str(url), protocol=url.protocol, host=host)
         raise NoMatchFound(name, path_params)
 
@@ -581,12 +585,10 @@ class Router:
         await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
-        for route in self.routes:
-            try:
-                return route.url_path_for(name, **path_params)
-            except NoMatchFound:
-                pass
-        raise NoMatchFound(name, path_params)
+        url = _first_url_path(self.routes, name, path_params)
+        if url is None:
+            raise NoMatchFound(name, path_params)
+        return url
 
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the lifespan protocol around ``lifespan_context``, with the lifespans of the
