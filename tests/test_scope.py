@@ -1046,3 +1046,108 @@ async def test_the_watcher_stops_with_the_response_while_request_tasks_go_on(aut
     assert finished == [5.0]
     assert len(reads) <= 2  # the body, and at most one read that was pending when the response ended
     assert trio.current_time() == 5
+
+
+# -- the watcher starts lazily ------------------------------------------------------------------
+
+
+class TaskCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
+async def test_a_request_answered_without_waiting_spawns_no_task() -> None:
+    """The disconnect watcher costs a task only when the app waits for something: a reply
+    whose only waits are the sends of its start and its last small chunk needs none."""
+    sent: list[Message] = []
+    reads = 0
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        await trio.lowlevel.checkpoint()  # a socket write yields
+        sent.append(message)
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("hi")
+
+    app = app_with(endpoint)
+    counter = TaskCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        await app(http_scope(), receive, send)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert (counter.spawned, reads) == (0, 0)
+
+
+async def test_a_handler_that_waits_after_the_start_is_still_cancelled_by_a_disconnect(
+    autojump_clock: Any,
+) -> None:
+    cancelled: list[float] = []
+
+    async def slow() -> AsyncIterator[bytes]:
+        try:
+            await trio.sleep(10)
+            yield b"late"
+        finally:
+            cancelled.append(trio.current_time())
+
+    async def endpoint(request: Request) -> Response:
+        return StreamingResponse(slow())
+
+    server = FakeServer()
+    server.request()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, app_with(endpoint), server)
+        await trio.sleep(1)
+        server.disconnect()
+    assert cancelled == [1]
+    assert server.body == b""
+
+
+async def test_a_large_last_chunk_is_bounded_by_send_timeout(autojump_clock: Any) -> None:
+    async def endpoint(request: Request) -> Response:
+        return Response(b"x" * 100_000)
+
+    server = FakeServer()
+    server.block_sends_after = 0  # the client reads the headers, then nothing more
+    server.request()
+    await call(app_with(endpoint, send_timeout=3), server)
+    assert server.status == 200
+    assert not server.response_complete
+    assert trio.current_time() == 3
+
+
+async def test_the_watcher_times_sends_after_the_body_was_read_without_waiting(autojump_clock: Any) -> None:
+    """The body was taken without a single wait, so the watcher starts only once the
+    response blocks; it must not then wait for a request message that was already read."""
+    messages = [{"type": "http.request", "body": b"abc", "more_body": False}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop()
+        await trio.sleep_forever()  # a server that never says http.disconnect
+        raise AssertionError("unreachable")
+
+    async def numbers() -> AsyncIterator[bytes]:
+        for n in range(10):
+            yield b"%d" % n
+
+    async def endpoint(request: Request) -> Response:
+        assert await request.body() == b"abc"
+        return StreamingResponse(numbers())
+
+    server = FakeServer()
+    server.block_sends_after = 1  # the client stops reading after one chunk
+    with trio.fail_after(100):
+        await app_with(endpoint, send_timeout=3)(http_scope("POST"), receive, server.send)
+    assert server.body == b"0"
+    assert trio.current_time() == 3

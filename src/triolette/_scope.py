@@ -11,16 +11,22 @@ It owns, for one HTTP request or WebSocket connection (DESIGN.md sections 2-3):
   messages once the client has gone, and arms a send-timeout watchdog for long sends;
 - the request body limits (size and time).
 
-The common path costs one nursery and one task, the floor DESIGN.md section 6 accepts:
-the watcher creates its own cancel scope only if it runs while the app is still running.
+The watcher task is started lazily: the first time the app waits for something (yields to
+trio) while there is a disconnect to watch for or a send or body read to time. A request
+answered without waiting, or whose only waits are the sends of its response's start and
+last small chunk, costs the nursery alone (DESIGN.md section 6 accepts one nursery and one
+task). Waiting in the send of the response's start needs no watcher: that send ends on its
+own when the client leaves, and it is not timed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from typing import Any
 
 import trio
 
@@ -133,12 +139,14 @@ class RequestScope:
         "_read_done",
         "_reading",
         "_sending_since",
+        "_sending_start",
         "_server_receive",
         "_server_send",
         "_stop_watcher",
         "_wake_watcher",
         "_watchdog_armed",
         "_watcher_scope",
+        "_watcher_started",
         "_watching",
         "_ws_handler_scope",
         "_ws_send_turn",
@@ -202,7 +210,9 @@ class RequestScope:
         self._disconnect: Message = _HTTP_DISCONNECT
         self._sending_since: float | None = None
         self._watchdog_armed = False
+        self._watcher_started = False
         self._watching = False
+        self._sending_start = False
         self._background_scope: trio.CancelScope | None = None
 
     # -- running the call ------------------------------------------------------------
@@ -227,13 +237,11 @@ class RequestScope:
                 if timeout is not None:
                     self.start_time = trio.current_time()
                     nursery.cancel_scope.deadline = self.start_time + timeout
-                self._watching = True
-                nursery.start_soon(self._watch)
                 try:
                     if self.is_websocket:
                         await self._run_websocket(app)
                     else:
-                        await app(scope, self.receive, self.send)
+                        await self._drive(app(scope, self.receive, self.send))
                 except trio.Cancelled:
                     self.app_cancelled = True
                     raise
@@ -349,6 +357,56 @@ class RequestScope:
 
     # -- the disconnect watcher --------------------------------------------------------
 
+    @types.coroutine
+    def _drive(self, awaitable: Awaitable[None]) -> Generator[Any, Any, None]:
+        """Await the app's call as ``await`` would, and start the watcher the first time the
+        app yields to trio while the watcher has a job (``_watcher_needed``)."""
+        if not isinstance(awaitable, types.CoroutineType):  # an awaitable of another kind: watch it throughout
+            self._start_watcher()
+            yield from awaitable.__await__()
+            return
+        coro: Coroutine[Any, Any, None] = awaitable
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                if error is None:
+                    trap = coro.send(value)
+                else:
+                    try:
+                        trap = coro.throw(error)
+                    finally:
+                        error = None
+            except StopIteration:
+                return
+            if not self._watcher_started and self._watcher_needed():
+                self._start_watcher()
+            try:
+                value = yield trap
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                error = exc
+                value = None
+
+    def _start_watcher(self) -> None:
+        self._watcher_started = self._watching = True
+        self.nursery.start_soon(self._watch)
+
+    def _watcher_needed(self) -> bool:
+        """Whether the app, about to wait, leaves the watcher something to do.
+
+        While the watcher has not started, ``_sending_start`` is the app's own send of the
+        start: other tasks of the request run only once the app waits, and a wait anywhere
+        but in that send starts the watcher.
+        """
+        if self.disconnected or self._stop_watcher:
+            return False
+        if self.response_complete:
+            return self._sending_since is not None  # a long last chunk: the send timeout
+        return not self._sending_start
+
     async def _watch(self) -> None:
         try:
             await self._watch_until_done()
@@ -359,16 +417,16 @@ class RequestScope:
         # Once the response is complete there is nothing left to watch for: a disconnect
         # then cancels nothing, and no send or body read is left to time. Stopping there
         # (rather than when the app returns) spares the watcher most of its steps.
-        if self.response_complete or self._stop_watcher:
+        if self._done_watching():
             return  # the app answered before the watcher first ran: nothing to watch
-        if not (self.is_websocket or self._holdoff or self._reading or self._has_body()):
+        if not (self.is_websocket or self._holdoff or self._reading or self.body_complete or self._has_body()):
             # A request without a body: the server already holds its one (empty) http.request
             # message, so this first read returns at once and needs no cancel scope around it.
             message = await self._read()
             if self.disconnected:
                 return
             self._buffer.append(message)
-        while not (self.disconnected or self._stop_watcher or self.response_complete):
+        while not self._done_watching():
             with trio.CancelScope(deadline=self._watchdog_deadline()) as cs:
                 self._watcher_scope = cs
                 await self._listen()
@@ -550,7 +608,9 @@ class RequestScope:
         self._rearm_watchdog()
 
     def _done_watching(self) -> bool:
-        return self.disconnected or self.response_complete
+        """The client has gone, the watcher was stopped, or the response is sent (the last
+        chunk included: while it is being sent, its send timeout is still watched)."""
+        return self.disconnected or self._stop_watcher or (self.response_complete and self._sending_since is None)
 
     def _client_gone(self) -> bool:
         return self.disconnected  # a method, so type checkers do not assume it unchanged across awaits
@@ -618,10 +678,16 @@ class RequestScope:
                 raise RuntimeError("The response has already started: 'http.response.start' was sent twice.")
             self.response_started = True
             if self._declared_too_large():
+                self.response_complete = True
                 await self._server_send(_TOO_LARGE_START)
                 await self._server_send(_TOO_LARGE_BODY)
-                self.response_complete = True
                 raise ResponseReplaced
+            self._sending_start = True
+            try:
+                await self._server_send(message)
+            finally:
+                self._sending_start = False
+            return
         elif self.is_websocket:
             await self._send_websocket(message)
             return
@@ -671,7 +737,7 @@ class RequestScope:
         self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
         with trio.CancelScope() as self._ws_handler_scope:
             try:
-                await app(self.asgi_scope, self.receive, self.send)
+                await self._drive(app(self.asgi_scope, self.receive, self.send))
             except Exception as exc:
                 if not self._says_closed(exc):
                     await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
