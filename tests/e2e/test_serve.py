@@ -116,11 +116,14 @@ async def wait_for_file(path: Path) -> None:
             await trio.sleep(0.02)
 
 
-async def check_drain_on(signum: signal.Signals, tmp_path: Path, *args: str) -> Server:
+async def check_drain_on(signum: signal.Signals, tmp_path: Path, *args: str, workers: int = 1) -> Server:
     async with triolette(tmp_path, "--graceful-timeout", "30", *args) as server, httpx.AsyncClient() as client:
         await server.wait_serving()
         with trio.fail_after(15):
-            while True:  # the workers may still be starting
+            # Every worker has started its service (a worker signalled during its startup has none).
+            while len(re.findall(r"Serving on \S+$", server.stderr, re.MULTILINE)) < workers:
+                await trio.sleep(0.05)
+            while True:
                 try:
                     assert (await client.get(f"{server.url}/")).text == "hello"
                     break
@@ -157,9 +160,9 @@ async def test_a_signal_drains_the_request_in_flight_and_exits_0(signum: signal.
 
 
 async def test_worker_processes_drain_on_sigterm(tmp_path: Path) -> None:
-    server = await check_drain_on(signal.SIGTERM, tmp_path, "--workers", "2")
+    server = await check_drain_on(signal.SIGTERM, tmp_path, "--workers", "2", workers=2)
     assert "with 2 worker process(es)" in server.stderr
-    assert service_markers(tmp_path) == ["ran", "ran"]  # each worker's service had its finally
+    assert service_markers(tmp_path) == ["ran", "ran"], server.stderr  # each worker's service had its finally
 
 
 async def test_a_failing_startup_exits_non_zero_with_the_message(tmp_path: Path) -> None:
