@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trio
 
-from tests.conftest import call
+from tests.conftest import call, http_scope
+from tests.test_scope import FakeServer
 from triolette.applications import Triolette
 from triolette.middleware import Middleware
 from triolette.middleware.cors import CORSMiddleware
@@ -63,4 +65,54 @@ async def test_requests_leave_no_cyclic_garbage() -> None:
         assert (await call(app, "/echo", "POST", body=b"x" * 100_000)).body == b"x" * 100_000
         assert (await call(app, "/stream")).body == b"xxx"
         assert (await call(app, "/missing")).status == 404
+    assert gc.collect() == 0
+
+
+async def _slow(request: Request) -> Response:
+    await trio.sleep(10)
+    return PlainTextResponse("late")
+
+
+@pytest.mark.usefixtures("collector_off")
+async def test_a_cancelled_request_leaves_no_cyclic_garbage(autojump_clock: Any) -> None:
+    """A request cancelled by its deadline (answered 503) is freed by reference counting
+    like any other: _drive's frame must not keep trio's Error outcome (whose Cancelled's
+    traceback holds that same frame)."""
+    app = Triolette(routes=[Route("/", _slow, timeout=1)])
+    for _ in range(3):  # warm up
+        assert (await call(app, "/")).status == 503
+    gc.collect()
+    for _ in range(5):
+        assert (await call(app, "/")).status == 503
+    assert gc.collect() == 0
+
+
+async def _endless(request: Request) -> Response:
+    async def ticks() -> Any:
+        while True:
+            await trio.sleep(1)
+            yield b"x"
+
+    return StreamingResponse(ticks())
+
+
+@pytest.mark.usefixtures("collector_off")
+async def test_a_request_cancelled_by_a_disconnect_leaves_no_cyclic_garbage(autojump_clock: Any) -> None:
+    app = Triolette(routes=[Route("/", _endless)])
+
+    async def one() -> None:
+        server = FakeServer()
+        server.request()
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app, http_scope(), server.receive, server.send)
+                await trio.sleep(2.5)
+                server.disconnect()
+        assert server.body == b"xx"
+
+    for _ in range(3):  # warm up
+        await one()
+    gc.collect()
+    for _ in range(3):
+        await one()
     assert gc.collect() == 0

@@ -1151,3 +1151,82 @@ async def test_the_watcher_times_sends_after_the_body_was_read_without_waiting(a
         await app_with(endpoint, send_timeout=3)(http_scope("POST"), receive, server.send)
     assert server.body == b"0"
     assert trio.current_time() == 3
+
+
+class SlowHeadersServer:
+    """A server whose send of the response start waits for the socket (a client that does
+    not read). When the client leaves, the server queues http.disconnect for receive() at
+    once, and the blocked send returns a moment later (when the write fails)."""
+
+    def __init__(self) -> None:
+        self._to_app, self._inbox = trio.open_memory_channel[Message](math.inf)
+        self._to_app.send_nowait({"type": "http.request", "body": b"", "more_body": False})
+        self.gone = trio.Event()
+        self.sent_after_disconnect: list[Message] = []
+        self.sent: list[Message] = []
+
+    def disconnect(self) -> None:
+        self._to_app.send_nowait({"type": "http.disconnect"})
+        self.gone.set()
+
+    async def receive(self) -> Message:
+        return await self._inbox.receive()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await self.gone.wait()  # the headers leave only when the client reads, or it leaves
+            await trio.sleep(1)  # the failed write is noticed a moment after the disconnect
+        elif self.gone.is_set():
+            self.sent_after_disconnect.append(message)
+        self.sent.append(message)
+
+
+async def test_a_disconnect_while_the_start_is_being_sent_cancels_the_request(autojump_clock: Any) -> None:
+    """The client leaves while the start's send is blocked, before the response is complete:
+    the request is cancelled, and nothing more is sent. (The app waits nowhere else: its
+    last small chunk completes the response, so that blocked send must start the watcher.)"""
+    finished: list[tuple[str, float]] = []
+
+    async def job() -> None:
+        try:
+            await trio.sleep(10)
+            finished.append(("done", trio.current_time()))
+        except trio.Cancelled:
+            finished.append(("cancelled", trio.current_time()))
+            raise
+
+    async def endpoint(request: Request) -> Response:
+        request.nursery.start_soon(job)
+        return PlainTextResponse("hi")
+
+    app = app_with(endpoint)
+    server = SlowHeadersServer()
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app, http_scope(), server.receive, server.send)
+            await trio.sleep(1)
+            server.disconnect()
+    assert finished == [("cancelled", 1.0)]
+    assert server.sent_after_disconnect == []
+
+
+async def test_a_handler_that_only_passes_checkpoints_is_cancelled_by_a_disconnect(autojump_clock: Any) -> None:
+    """A busy loop that only yields schedule points is still watched: a disconnect cancels it."""
+    rounds = 0
+
+    async def endpoint(request: Request) -> Response:
+        nonlocal rounds
+        while rounds < 10_000:  # bounded, so that a failure ends (a busy loop stops the clock)
+            rounds += 1
+            await trio.lowlevel.checkpoint()
+        return PlainTextResponse("finished")
+
+    server = FakeServer()
+    server.request()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, app_with(endpoint), server)
+        for _ in range(10):
+            await trio.lowlevel.checkpoint()
+        server.disconnect()
+    assert 0 < rounds < 10_000
+    assert server.status is None

@@ -11,12 +11,10 @@ It owns, for one HTTP request or WebSocket connection (DESIGN.md sections 2-3):
   messages once the client has gone, and arms a send-timeout watchdog for long sends;
 - the request body limits (size and time).
 
-The watcher task is started lazily: the first time the app waits for something (yields to
-trio) while there is a disconnect to watch for or a send or body read to time. A request
-answered without waiting, or whose only waits are the sends of its response's start and
-last small chunk, costs the nursery alone (DESIGN.md section 6 accepts one nursery and one
-task). Waiting in the send of the response's start needs no watcher: that send ends on its
-own when the client leaves, and it is not timed.
+The watcher task is started lazily: the first time the app yields to trio while there is a
+disconnect to watch for or a send or body read to time. A request answered without waiting
+(or whose only yields are schedule points in the send of its start, and its last small
+chunk) costs the nursery alone; DESIGN.md section 6 accepts one nursery and one task.
 """
 
 from __future__ import annotations
@@ -210,9 +208,9 @@ class RequestScope:
         self._disconnect: Message = _HTTP_DISCONNECT
         self._sending_since: float | None = None
         self._watchdog_armed = False
+        self._sending_start = False
         self._watcher_started = False
         self._watching = False
-        self._sending_start = False
         self._background_scope: trio.CancelScope | None = None
 
     # -- running the call ------------------------------------------------------------
@@ -361,25 +359,21 @@ class RequestScope:
     def _drive(self, awaitable: Awaitable[None]) -> Generator[Any, Any, None]:
         """Await the app's call as ``await`` would, and start the watcher the first time the
         app yields to trio while the watcher has a job (``_watcher_needed``)."""
-        if not isinstance(awaitable, types.CoroutineType):  # an awaitable of another kind: watch it throughout
+        if not isinstance(awaitable, types.CoroutineType | types.GeneratorType):  # another kind of awaitable
             self._start_watcher()
             yield from awaitable.__await__()
             return
-        coro: Coroutine[Any, Any, None] = awaitable
+        coro: Coroutine[Any, Any, None] | Generator[Any, Any, None] = awaitable
         value: Any = None
         error: BaseException | None = None
         while True:
             try:
-                if error is None:
-                    trap = coro.send(value)
-                else:
-                    try:
-                        trap = coro.throw(error)
-                    finally:
-                        error = None
+                trap = coro.send(value) if error is None else coro.throw(error)
             except StopIteration:
                 return
-            if not self._watcher_started and self._watcher_needed():
+            finally:  # trio's Error outcome holds an exception whose traceback holds this frame
+                value = error = None
+            if not self._watcher_started and self._watcher_needed(trap):
                 self._start_watcher()
             try:
                 value = yield trap
@@ -388,24 +382,25 @@ class RequestScope:
                 raise
             except BaseException as exc:
                 error = exc
-                value = None
 
     def _start_watcher(self) -> None:
         self._watcher_started = self._watching = True
         self.nursery.start_soon(self._watch)
 
-    def _watcher_needed(self) -> bool:
-        """Whether the app, about to wait, leaves the watcher something to do.
+    def _watcher_needed(self, trap: object) -> bool:
+        """Whether the app, about to yield ``trap`` to trio, leaves the watcher a job.
 
-        While the watcher has not started, ``_sending_start`` is the app's own send of the
-        start: other tasks of the request run only once the app waits, and a wait anywhere
-        but in that send starts the watcher.
+        The one yield that needs no watcher before the response is complete is a pure
+        schedule point in the app's send of the response start (a socket write that went
+        through at once); if that send blocks (a client that does not read), it does.
+        ``_sending_start`` is the app's own send here: other tasks of the request run only
+        once the app yields, and any earlier yield of the app started the watcher already.
         """
         if self.disconnected or self._stop_watcher:
             return False
         if self.response_complete:
             return self._sending_since is not None  # a long last chunk: the send timeout
-        return not self._sending_start
+        return not (self._sending_start and trap is _SCHEDULE_POINT)
 
     async def _watch(self) -> None:
         try:
@@ -795,6 +790,18 @@ class RequestScope:
             turn = self._ws_send_turn
             if turn is None or not turn.unpark():
                 self._ws_sending = False
+
+
+def _schedule_point() -> object:
+    """What trio's pure schedule point yields to the scheduler (read once, from trio itself)."""
+    checkpoint = trio.lowlevel.cancel_shielded_checkpoint()  # noqa: ASYNC105 - driven by hand, once
+    try:
+        return checkpoint.send(None)
+    finally:
+        checkpoint.close()
+
+
+_SCHEDULE_POINT = _schedule_point()
 
 
 def _message_size(message: Message) -> int:
