@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -26,13 +27,14 @@ from triolette._server import (
     AppImportError,
     ServerOptions,
     StartupFailed,
+    bound_unread_sends,
     load_app,
     serve,
     serve_in_trio,
 )
 from triolette.applications import Triolette
 from triolette.requests import Request
-from triolette.responses import PlainTextResponse, Response
+from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route
 
 # -- options ------------------------------------------------------------------------------------
@@ -294,3 +296,58 @@ def test_serve_runs_until_the_signal(project: Path) -> None:
         assert selfstop.events == ["startup", "shutdown"]
     finally:
         sys.modules.pop("selfstop", None)
+
+
+# -- a client that stops reading ----------------------------------------------------------------
+
+needs_user_timeout = pytest.mark.skipif(
+    not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux's"
+)
+
+
+@needs_user_timeout
+def test_the_listening_sockets_get_the_longest_send_timeout_of_the_apps() -> None:
+    with socket.socket() as sock:
+        apps = [Triolette(send_timeout=2), Triolette(send_timeout=7.5)]
+        assert bound_unread_sends([sock], apps) == 7.5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 7500
+
+
+@needs_user_timeout
+@pytest.mark.parametrize("apps", [[], [Triolette(send_timeout=None), Triolette()]], ids=["no app", "no limit"])
+def test_without_a_send_timeout_the_sockets_are_left_alone(apps: list[Triolette]) -> None:
+    with socket.socket() as sock:
+        assert bound_unread_sends([sock], apps) is None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0
+
+
+@needs_user_timeout
+async def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> None:
+    """hypercorn shields its socket writes from cancellation: without the kernel's timeout
+    the endless response below would wait for this client for as long as it stays."""
+    closed = trio.Event()
+
+    async def endless(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    yield b"x" * 65536
+            finally:
+                closed.set()
+
+        return StreamingResponse(chunks())
+
+    app = Triolette(routes=[Route("/", endless)], send_timeout=1)
+    stop = trio.Event()
+    async with serving(app, stop) as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        with trio.socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills at once
+            await client.connect((host, int(port)))
+            await client.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert (await client.recv(15)).startswith(b"HTTP/1.1 200")
+            stopped_reading = trio.current_time()
+            with trio.fail_after(15):
+                await closed.wait()
+            assert trio.current_time() - stopped_reading >= 1
+        stop.set()

@@ -1,7 +1,7 @@
 """Serving an app with graceful drain: ``triolette.serve()`` and the engine of ``python -m triolette``.
 
-One worker is one trio run of ``hypercorn.trio.serve``. The worker handles SIGINT and
-SIGTERM itself: on the first one, hypercorn stops accepting connections and every
+One worker is one trio run of hypercorn's trio worker (``worker_serve``). The worker
+handles SIGINT and SIGTERM itself: on the first one, hypercorn stops accepting connections and every
 Triolette app whose lifespan runs here drains (``app.drain()``: ``app.draining`` set,
 in-flight requests finish within the graceful timeout, the rest are cancelled); then
 hypercorn closes the idle connections and runs the lifespan shutdown. A second SIGINT
@@ -10,6 +10,11 @@ cancels what is still in flight at once.
 Several workers (or ``reload=True``) are processes started from the import string; the
 parent binds the socket, hands it to each worker, and on a signal tells the workers to
 drain (SIGTERM), or to stop now on a second signal (SIGINT).
+
+A client that stops reading is disconnected after the app's ``send_timeout``: hypercorn
+shields its socket writes from cancellation, so the RequestScope's watchdog alone cannot
+end a write that the client never takes; the kernel does, through ``TCP_USER_TIMEOUT``
+set on the listening sockets (Linux) to the longest ``send_timeout`` of the apps served.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Callable
@@ -39,6 +45,8 @@ from triolette.types import ASGIApp
 if TYPE_CHECKING:
     from hypercorn.config import Config, Sockets
     from hypercorn.typing import Framework
+
+    from triolette.applications import Triolette
 
 __all__ = ["AppImportError", "ServerOptions", "StartupFailed", "load_app", "serve", "serve_in_trio"]
 
@@ -219,12 +227,16 @@ async def serve_in_trio(
     ``task_status.started()`` gets the bound addresses (``["http://127.0.0.1:8000"]``).
     Raises :class:`StartupFailed` when the app's lifespan startup fails.
     """
-    from hypercorn.trio import serve as hypercorn_serve
     from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
     config = options.hypercorn_config()
-    announce = _Announce(app, task_status)
+    own_sockets = sockets is None
+    if sockets is None:  # bound here rather than by hypercorn, so that their options can be set
+        sockets = config.create_sockets()
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            sock.listen(config.backlog)
+    announce = _Announce(app, sockets, task_status)
     try:
         async with trio.open_nursery() as nursery:
             shutdown = _Shutdown(options, nursery)
@@ -236,12 +248,8 @@ async def serve_in_trio(
                 nursery.start_soon(_watch_parent, parent_pid, partial(shutdown.begin, "the parent process exited"))
             trigger = partial(shutdown.trigger, config)
             status = cast("trio.TaskStatus[list[str]]", announce)
-            framework = cast("Framework", app)
-            if sockets is None:
-                await hypercorn_serve(framework, config, shutdown_trigger=trigger, task_status=status, mode="asgi")
-            else:
-                wrapped = wrap_app(framework, config.wsgi_max_body_size, "asgi")
-                await worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=trigger, task_status=status)
+            wrapped = wrap_app(cast("Framework", app), config.wsgi_max_body_size, "asgi")
+            await worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=trigger, task_status=status)
             nursery.cancel_scope.cancel(reason="server stopped")
     except BaseException as exc:
         message = _startup_failure(exc)
@@ -250,24 +258,51 @@ async def serve_in_trio(
                 raise_single(exc)  # e.g. the OSError of a port in use, as itself
             raise
         raise StartupFailed(message) from _original_error(exc)
+    finally:
+        if own_sockets:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                sock.close()
     logger.info("Stopped")
 
 
 class _Announce:
     """Passes hypercorn's bound addresses on to our caller, and says where we serve."""
 
-    def __init__(self, app: ASGIApp, task_status: trio.TaskStatus[list[str]]) -> None:
+    def __init__(self, app: ASGIApp, sockets: Sockets, task_status: trio.TaskStatus[list[str]]) -> None:
         self.app = app
+        self.sockets = sockets
         self.task_status = task_status
 
     def started(self, binds: list[str]) -> None:
         from triolette.applications import Triolette
 
+        # Called once the lifespan startup is done, before the first connection is accepted.
+        bound_unread_sends([*self.sockets.secure_sockets, *self.sockets.insecure_sockets], running_apps())
         # hypercorn starts listening even when the lifespan startup has just failed (its
         # lifespan task has not ended yet): say "serving" only when that is true.
         if not (isinstance(self.app, Triolette) and self.app not in running_apps()):
             logger.info("Serving on %s", ", ".join(binds))
         self.task_status.started(binds)
+
+
+def bound_unread_sends(sockets: list[socket.socket], apps: list[Triolette]) -> float | None:
+    """Have the kernel drop a connection whose client leaves what was sent unread for longer
+    than the apps' ``send_timeout`` (``TCP_USER_TIMEOUT``, which accepted connections inherit
+    from their listening socket). Returns the seconds set, or None when there is no limit to
+    set: no Triolette app, one without a ``send_timeout``, or a system without the option."""
+    option: int | None = getattr(socket, "TCP_USER_TIMEOUT", None)
+    timeouts = [app.send_timeout for app in apps]
+    if option is None or not timeouts:
+        return None
+    longest = 0.0
+    for timeout in timeouts:
+        if timeout is None:
+            return None
+        longest = max(longest, timeout)
+    for sock in sockets:
+        if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, option, math.ceil(longest * 1000))
+    return longest
 
 
 async def _when_set(event: trio.Event, then: Callable[[], None]) -> None:

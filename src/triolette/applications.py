@@ -105,6 +105,11 @@ class Triolette:
         self._idle: trio.Event | None = None
         self._on_trio = False
 
+    @property
+    def send_timeout(self) -> float | None:
+        """Seconds a client may take to accept one send (``send_timeout=``), or None."""
+        return self._settings.send_timeout
+
     # -- Starlette's API ------------------------------------------------------------------
 
     def build_middleware_stack(self) -> ASGIApp:
