@@ -121,7 +121,7 @@ async def check_drain_on(signum: signal.Signals, tmp_path: Path, *args: str, wor
         await server.wait_serving()
         with trio.fail_after(15):
             # Every worker has started its service (a worker signalled during its startup has none).
-            while len(re.findall(r"Serving on \S+$", server.stderr, re.MULTILINE)) < workers:
+            while len(re.findall(r"Serving on \S+$", server.stderr, re.MULTILINE)) < workers:  # noqa: ASYNC110
                 await trio.sleep(0.05)
             while True:
                 try:
