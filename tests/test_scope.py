@@ -691,6 +691,31 @@ async def test_a_disconnect_is_never_a_500_nor_an_error_log(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+@pytest.mark.parametrize("where", ["endpoint", "request task"])
+async def test_a_body_cut_short_by_a_disconnect_is_no_error(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    async def read(request: Request) -> None:
+        await request.body()  # ClientDisconnect: the client leaves halfway through
+
+    async def endpoint(request: Request) -> Response:
+        if where == "endpoint":
+            await read(request)
+        else:
+            request.nursery.start_soon(read, request)
+            await trio.sleep_forever()
+        return PlainTextResponse("never")  # pragma: no cover
+
+    server = FakeServer()
+    server.request(b"part", more_body=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, app_with(endpoint), server, http_scope("POST"))
+        await trio.testing.wait_all_tasks_blocked()
+        server.disconnect()
+    assert server.sent == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 # -- invariant 6: generators closed where they ran; sync code in worker threads ----------
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from triolette._utils import exception_leaves
 from triolette.exceptions import HTTPException
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -299,6 +300,8 @@ class RequestScope:
         """Re-raise a single failure as itself (invariant 5); answer it if nobody did."""
         if group.subgroup(trio.Cancelled) is not None:
             raise group  # cancellation from outside travels on untouched
+        if self.disconnected and self._only_client_disconnects(group):
+            return  # a request task read the body the client cut short: the request is over
         exc: BaseException = group
         if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
             exc = group.exceptions[0]
@@ -319,6 +322,12 @@ class RequestScope:
         finally:
             exc.__context__ = context
             del exc, group
+
+    @staticmethod
+    def _only_client_disconnects(group: BaseExceptionGroup[BaseException]) -> bool:
+        from triolette.requests import ClientDisconnect  # requests imports this module
+
+        return all(isinstance(leaf, ClientDisconnect) for leaf in exception_leaves(group))
 
     def set_timeout(self, timeout: float) -> None:
         """Give the request a deadline ``timeout`` seconds after it started (a route's ``timeout=``)."""
