@@ -1,11 +1,11 @@
 """Serving an app with graceful drain: ``triolette.serve()`` and the engine of ``python -m triolette``.
 
 One worker is one trio run of hypercorn's trio worker (``worker_serve``). The worker
-handles SIGINT and SIGTERM itself: on the first one, hypercorn stops accepting connections and every
-Triolette app whose lifespan runs here drains (``app.drain()``: ``app.draining`` set,
-in-flight requests finish within the graceful timeout, the rest are cancelled); then
-hypercorn closes the idle connections and runs the lifespan shutdown. A second SIGINT
-cancels what is still in flight at once.
+handles SIGINT and SIGTERM itself: on the first one, hypercorn stops accepting
+connections and every Triolette app whose lifespan runs here drains (``app.drain()``:
+``app.draining`` set, in-flight requests finish within the graceful timeout, the rest
+are cancelled); then hypercorn closes the idle connections and runs the lifespan
+shutdown. A second SIGINT cancels what is still in flight at once.
 
 Several workers (or ``reload=True``) are processes started from the import string; the
 parent binds the socket, hands it to each worker, and on a signal tells the workers to
@@ -234,7 +234,7 @@ async def serve_in_trio(
     own_sockets = sockets is None
     if sockets is None:  # bound here rather than by hypercorn, so that their options can be set
         sockets = config.create_sockets()
-        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        for sock in _stream_sockets(sockets):
             sock.listen(config.backlog)
     announce = _Announce(app, sockets, task_status)
     try:
@@ -260,7 +260,7 @@ async def serve_in_trio(
         raise StartupFailed(message) from _original_error(exc)
     finally:
         if own_sockets:
-            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            for sock in _stream_sockets(sockets):
                 sock.close()
     logger.info("Stopped")
 
@@ -277,12 +277,17 @@ class _Announce:
         from triolette.applications import Triolette
 
         # Called once the lifespan startup is done, before the first connection is accepted.
-        bound_unread_sends([*self.sockets.secure_sockets, *self.sockets.insecure_sockets], running_apps())
+        bound_unread_sends(_stream_sockets(self.sockets), running_apps())
         # hypercorn starts listening even when the lifespan startup has just failed (its
         # lifespan task has not ended yet): say "serving" only when that is true.
         if not (isinstance(self.app, Triolette) and self.app not in running_apps()):
             logger.info("Serving on %s", ", ".join(binds))
         self.task_status.started(binds)
+
+
+def _stream_sockets(sockets: Sockets) -> list[socket.socket]:
+    """The TCP listening sockets among hypercorn's (its QUIC ones are UDP)."""
+    return [*sockets.secure_sockets, *sockets.insecure_sockets]
 
 
 def bound_unread_sends(sockets: list[socket.socket], apps: list[Triolette]) -> float | None:
@@ -426,7 +431,7 @@ def _worker_process(app_path: str, options: ServerOptions, sockets: Sockets, par
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # a terminal's Ctrl+C goes to the parent, which tells each worker once
     configure_logging(options.log_level)
-    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+    for sock in _stream_sockets(sockets):
         sock.listen(_hypercorn_config_class().backlog)
     try:
         app = load_app(app_path)
@@ -479,7 +484,7 @@ class _Supervisor:
                     os.kill(process.pid, signum)
 
     def close_sockets(self) -> None:
-        for sock in [*self.sockets.secure_sockets, *self.sockets.insecure_sockets]:
+        for sock in _stream_sockets(self.sockets):
             sock.close()
 
     def is_stopping(self) -> bool:
