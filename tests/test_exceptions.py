@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
+from triolette.applications import Triolette
 from triolette.exceptions import HTTPException, TrioletteDeprecationWarning, WebSocketException
+from triolette.requests import Request
+from triolette.responses import Response
+from triolette.routing import Route
+from triolette.testclient import TestClient
 
 
 def test_http_exception_defaults_to_the_status_phrase() -> None:
@@ -20,9 +23,17 @@ def test_http_exception_keeps_detail_and_headers() -> None:
     assert (exc.status_code, exc.detail, exc.headers) == (401, "Sign in first.", {"WWW-Authenticate": "Basic"})
 
 
-def test_http_exception_refuses_an_unknown_status_without_detail() -> None:
-    with pytest.raises(ValueError, match="is not a valid HTTPStatus"):
-        HTTPException(999)
+def test_http_exception_with_an_unknown_status_has_an_empty_detail() -> None:
+    exc = HTTPException(599)  # as Starlette: no phrase, no error
+    assert (exc.status_code, exc.detail) == (599, "")
+
+
+def test_an_unknown_status_is_answered_with_that_status() -> None:
+    def endpoint(request: Request) -> Response:
+        raise HTTPException(599)
+
+    response = TestClient(Triolette(routes=[Route("/", endpoint)])).get("/")
+    assert (response.status_code, response.text) == (599, "")
 
 
 def test_websocket_exception() -> None:

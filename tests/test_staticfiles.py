@@ -277,12 +277,12 @@ def test_directory_comes_before_packages(tmp_path: Path, statics: Path, monkeypa
 
 
 def test_package_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(RuntimeError, match=r"Package 'no_such_package_here' could not be found."):
+    with pytest.raises(AssertionError, match=r"Package 'no_such_package_here' could not be found."):
         StaticFiles(packages=["no_such_package_here"])
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(RuntimeError, match=r"Directory ''statics'' in package 'bare' could not be found."):
+    with pytest.raises(AssertionError, match=r"Directory ''statics'' in package 'bare' could not be found."):
         StaticFiles(packages=["bare"])
 
 

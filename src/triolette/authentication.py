@@ -111,8 +111,8 @@ def _connection_parameter(func: Callable[..., Any]) -> tuple[int, str]:
         if name in ("request", "websocket"):
             return position, name
     raise TypeError(
-        f"@requires cannot guard {func.__qualname__}(): it has no parameter named 'request' or 'websocket'. "
-        "Name the endpoint's connection parameter 'request' (HTTP) or 'websocket'."
+        f'No "request" or "websocket" argument on function "{func.__qualname__}": @requires needs the '
+        "endpoint's connection parameter named 'request' (HTTP) or 'websocket'."
     )
 
 

@@ -12,6 +12,8 @@ import math
 import uuid
 from typing import Any, ClassVar, Generic, TypeVar
 
+from triolette._utils import ConfigurationError
+
 __all__ = [
     "CONVERTOR_TYPES",
     "Convertor",
@@ -51,11 +53,11 @@ class StringConvertor(Convertor[str]):
     def to_string(self, value: str) -> str:
         text = str(value)
         if "/" in text:
-            raise ValueError(
-                f"A 'str' path parameter may not contain '/', got {text!r}; use a 'path' parameter instead."
+            raise ConfigurationError(
+                f"May not contain path separators: a 'str' path parameter got {text!r}; use a 'path' parameter"
             )
         if not text:
-            raise ValueError("A 'str' path parameter must not be empty.")
+            raise ConfigurationError("Must not be empty: a 'str' path parameter got ''.")
         return text
 
 
@@ -82,7 +84,7 @@ class IntegerConvertor(Convertor[int]):
     def to_string(self, value: int) -> str:
         number = int(value)
         if number < 0:
-            raise ValueError(f"An 'int' path parameter must not be negative, got {number!r}.")
+            raise ConfigurationError(f"Negative integers are not supported: an 'int' path parameter got {number!r}.")
         return str(number)
 
 
@@ -97,11 +99,11 @@ class FloatConvertor(Convertor[float]):
     def to_string(self, value: float) -> str:
         number = float(value)
         if math.isnan(number):
-            raise ValueError("A 'float' path parameter must not be NaN.")
+            raise ConfigurationError("NaN values are not supported in a 'float' path parameter.")
         if math.isinf(number):
-            raise ValueError(f"A 'float' path parameter must be finite, got {number!r}.")
+            raise ConfigurationError(f"Infinite values are not supported: a 'float' path parameter got {number!r}.")
         if number < 0.0:
-            raise ValueError(f"A 'float' path parameter must not be negative, got {number!r}.")
+            raise ConfigurationError(f"Negative floats are not supported: a 'float' path parameter got {number!r}.")
         # Fixed notation (never "1e-05", which the regex would not match), without trailing zeros.
         return f"{number:.20f}".rstrip("0").rstrip(".")
 

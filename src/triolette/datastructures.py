@@ -25,6 +25,7 @@ from shlex import shlex
 from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar, overload
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
+from triolette._utils import ConfigurationError
 from triolette.concurrency import run_in_threadpool
 from triolette.types import Scope
 
@@ -120,13 +121,13 @@ class URL:
     def __init__(self, url: str = "", scope: Scope | None = None, **components: Any) -> None:
         if scope is not None:
             if url:
-                raise TypeError("Pass either a url or a scope to URL(), not both.")
+                raise ConfigurationError('Cannot set both "url" and "scope".')
             if components:
-                raise TypeError("Pass either a scope or URL components to URL(), not both.")
+                raise ConfigurationError('Cannot set both "scope" and "**components".')
             url = self._from_scope(scope)
         elif components:
             if url:
-                raise TypeError("Pass either a url or URL components to URL(), not both.")
+                raise ConfigurationError('Cannot set both "url" and "**components".')
             url = URL().replace(**components).components.geturl()
         self._url = url
         self._components: SplitResult | None = None
@@ -274,7 +275,7 @@ class URLPath(str):
 
     def __new__(cls, path: str, protocol: Literal["http", "websocket", ""] = "", host: str = "") -> URLPath:
         if protocol not in ("http", "websocket", ""):
-            raise ValueError(f"URLPath protocol must be 'http', 'websocket' or '', got {protocol!r}.")
+            raise ConfigurationError(f"URLPath protocol must be 'http', 'websocket' or '', got {protocol!r}.")
         path = path.replace("\\", "%5C")
         if path.startswith("//"):
             # A leading "//" would read as an authority.
@@ -644,9 +645,9 @@ class Headers(Mapping[str, str]):
                 for name, arg in (("headers", headers), ("raw", raw), ("scope", scope))
                 if arg is not None
             ]
-            raise TypeError(
-                f"Pass at most one of 'headers', 'raw' and 'scope' to {type(self).__name__}(), "
-                f"got {' and '.join(given)}."
+            raise ConfigurationError(
+                f'Cannot set both "{given[0]}" and "{given[1]}": pass at most one of '
+                f"'headers', 'raw' and 'scope' to {type(self).__name__}()."
             )
         self._list: list[tuple[bytes, bytes]]
         # Built on every request from the scope: no copy, no decoding.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import http
+import http.client
 from collections.abc import Mapping
 
 __all__ = ["HTTPException", "TrioletteDeprecationWarning", "WebSocketException"]
@@ -11,12 +11,13 @@ __all__ = ["HTTPException", "TrioletteDeprecationWarning", "WebSocketException"]
 class HTTPException(Exception):
     """Raise from an endpoint to answer with ``status_code`` and ``detail``.
 
-    ``detail`` defaults to the status code's standard phrase ("Not Found").
+    ``detail`` defaults to the status code's standard phrase ("Not Found"), or ``""`` for a
+    code without one (599).
     """
 
     def __init__(self, status_code: int, detail: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         if detail is None:
-            detail = http.HTTPStatus(status_code).phrase
+            detail = http.client.responses.get(status_code, "")
         self.status_code = status_code
         self.detail = detail
         self.headers = headers

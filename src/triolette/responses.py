@@ -26,6 +26,7 @@ import trio
 
 from triolette import _ranges
 from triolette._scope import RequestScope, get_request_scope, run_in_request_scope
+from triolette._utils import ConfigurationError
 from triolette.background import BackgroundTask
 from triolette.concurrency import iterate_in_threadpool
 from triolette.datastructures import URL, Headers, MutableHeaders
@@ -149,7 +150,7 @@ class Response:
             morsel["httponly"] = True
         if samesite is not None:
             if samesite.lower() not in ("strict", "lax", "none"):
-                raise ValueError(f"samesite must be either 'strict', 'lax' or 'none', got {samesite!r}")
+                raise ConfigurationError(f"samesite must be either 'strict', 'lax' or 'none', got {samesite!r}")
             morsel["samesite"] = samesite
         if partitioned:
             if sys.version_info < (3, 14):
@@ -165,6 +166,7 @@ class Response:
         secure: bool = False,
         httponly: bool = False,
         samesite: Literal["lax", "strict", "none"] | None = "lax",
+        partitioned: bool = False,
     ) -> None:
         """Tell the client to drop a cookie (``Max-Age=0`` and an expiry in the past)."""
         self.set_cookie(
@@ -176,6 +178,7 @@ class Response:
             secure=secure,
             httponly=httponly,
             samesite=samesite,
+            partitioned=partitioned,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -12,7 +12,7 @@ from typing import Union
 
 import trio
 
-from triolette._utils import get_route_path
+from triolette._utils import ConfigurationError, get_route_path
 from triolette.datastructures import URL, Headers
 from triolette.exceptions import HTTPException
 from triolette.responses import FileResponse, RedirectResponse, Response
@@ -80,10 +80,10 @@ class StaticFiles:
             name, statics_dir = package if isinstance(package, tuple) else (package, "statics")
             spec = importlib.util.find_spec(name)
             if spec is None or spec.origin is None:
-                raise RuntimeError(f"Package {name!r} could not be found.")
+                raise ConfigurationError(f"Package {name!r} could not be found.")
             package_directory = os.path.normpath(os.path.join(spec.origin, "..", statics_dir))
             if not os.path.isdir(package_directory):
-                raise RuntimeError(f"Directory '{statics_dir!r}' in package {name!r} could not be found.")
+                raise ConfigurationError(f"Directory '{statics_dir!r}' in package {name!r} could not be found.")
             directories.append(package_directory)
         return directories
 

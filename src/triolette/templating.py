@@ -16,6 +16,7 @@ except ModuleNotFoundError as exc:
         "Jinja2Templates needs the 'jinja2' package. Install it with 'pip install triolette[templates]'."
     ) from exc
 
+from triolette._utils import ConfigurationError
 from triolette.background import BackgroundTask
 from triolette.datastructures import URL
 from triolette.requests import Request
@@ -83,9 +84,9 @@ class Jinja2Templates:
         env: jinja2.Environment | None = None,
     ) -> None:
         if (directory is None) == (env is None):
-            raise TypeError(
-                "Jinja2Templates needs exactly one of 'directory' (where the templates are) "
-                "or 'env' (a jinja2.Environment), " + ("got both" if env is not None else "got neither")
+            raise ConfigurationError(
+                "either 'directory' or 'env' arguments must be passed: Jinja2Templates needs exactly one, "
+                + ("got both" if env is not None else "got neither")
             )
         self.context_processors = context_processors or []
         if env is None:

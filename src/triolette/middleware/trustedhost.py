@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from triolette._utils import ConfigurationError
 from triolette.datastructures import URL
 from triolette.middleware._headers import parse_host, request_header
 from triolette.responses import PlainTextResponse, RedirectResponse, Response
@@ -36,7 +37,7 @@ class TrustedHostMiddleware:
             )
         for pattern in allowed_hosts:
             if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):
-                raise ValueError(
+                raise ConfigurationError(
                     f"Domain wildcard patterns must be like '*.example.com', got {pattern!r} in allowed_hosts"
                 )
         self.app = app
