@@ -43,7 +43,8 @@ def test_environ_reads_writes_and_deletes_unread_keys():
 def test_environ_refuses_to_set_a_key_already_read():
     env = Environ({"DEBUG": "true"})
     assert env["DEBUG"] == "true"
-    with pytest.raises(EnvironError, match=r"Cannot set environ\['DEBUG'\]: its value has already been read"):
+    already_read = r"^Attempting to set environ\['DEBUG'\], but the value has already been read"  # Starlette's words
+    with pytest.raises(EnvironError, match=already_read):
         env["DEBUG"] = "false"
     assert env["DEBUG"] == "true"
 
@@ -51,7 +52,8 @@ def test_environ_refuses_to_set_a_key_already_read():
 def test_environ_refuses_to_delete_a_key_already_read():
     env = Environ({"DEBUG": "true"})
     assert env.get("DEBUG") == "true"
-    with pytest.raises(EnvironError, match=r"Cannot delete environ\['DEBUG'\].*Delete it before"):
+    already_read = r"^Attempting to delete environ\['DEBUG'\], but the value has already been read.*Delete it before"
+    with pytest.raises(EnvironError, match=already_read):
         del env["DEBUG"]
 
 
@@ -60,7 +62,7 @@ def test_environ_counts_a_failed_read_as_a_read():
     env = Environ({})
     with pytest.raises(KeyError):
         env["LATE"]
-    with pytest.raises(EnvironError, match=r"Cannot set environ\['LATE'\]"):
+    with pytest.raises(EnvironError, match=r"Attempting to set environ\['LATE'\]"):
         env["LATE"] = "1"
 
 
@@ -182,7 +184,7 @@ def test_bool_cast(text, expected):
 @pytest.mark.parametrize("text", ["yes", "", "2", "on"])
 def test_bool_cast_rejects_other_strings(text):
     config = Config(environ={"FLAG": text})
-    message = rf"Config 'FLAG' has value '{text}'\. Not a valid bool: use 'true', '1', 'false' or '0'\."
+    message = rf"Config 'FLAG' has value '{text}'\. Not a valid bool\. Use 'true', '1', 'false' or '0'\."
     with pytest.raises(ValueError, match=message):
         config("FLAG", cast=bool)
 
@@ -233,7 +235,7 @@ def test_reading_through_environ_locks_the_key():
     env = Environ({"TOKEN": "abc"})
     config = Config(environ=env)
     assert config("TOKEN") == "abc"
-    with pytest.raises(EnvironError, match=r"Cannot set environ\['TOKEN'\]"):
+    with pytest.raises(EnvironError, match=r"Attempting to set environ\['TOKEN'\]"):
         env["TOKEN"] = "def"
 
 

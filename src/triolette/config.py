@@ -58,8 +58,8 @@ class Environ(MutableMapping[str, str]):
     def _refuse_if_read(self, action: str, key: str) -> None:
         if key in self._has_been_read:
             raise EnvironError(
-                f"Cannot {action} environ[{key!r}]: its value has already been read, "
-                f"so code that read it would not see the change. {action.capitalize()} it before "
+                f"Attempting to {action} environ['{key}'], but the value has already been read: "
+                f"code that read it would not see the change. {action.capitalize()} it before "
                 "the settings module is imported (for tests, at the top of conftest.py)."
             )
 
@@ -143,7 +143,7 @@ def _cast(key: str, value: Any, cast: Callable[[Any], Any] | None) -> Any:
             return _BOOLS[value.lower()]
         except KeyError:
             raise ValueError(
-                f"Config {key!r} has value {value!r}. Not a valid bool: use 'true', '1', 'false' or '0'."
+                f"Config {key!r} has value {value!r}. Not a valid bool. Use 'true', '1', 'false' or '0'."
             ) from None
     try:
         return cast(value)
