@@ -159,7 +159,8 @@ def test_frame_html_and_format_line() -> None:
 
 def test_html_for_an_exception_without_traceback() -> None:
     page = ServerErrorMiddleware(failing_app).generate_html(ValueError("never raised"))
-    assert "<h1>ValueError: never raised</h1>" in page
+    assert "<h1>500 Server Error</h1>" in page  # Starlette's headings
+    assert "<h2>ValueError: never raised</h2>" in page
     assert 'class="frame"' not in page
     text = ServerErrorMiddleware(failing_app).generate_plain_text(ValueError("never raised"))
     assert text == "ValueError: never raised\n"

@@ -37,8 +37,9 @@ h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1rem; color: #6e6e73; }}
 </style>
 </head>
 <body>
-<h1>{title}</h1>
-<h2>Traceback, most recent call last</h2>
+<h1>500 Server Error</h1>
+<h2>{title}</h2>
+<p>Traceback, most recent call last:</p>
 {frames}
 </body>
 </html>
