@@ -22,6 +22,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests import conftest
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
 from triolette.concurrency import thread_limiter
@@ -35,21 +36,7 @@ from triolette.types import Message, Scope
 
 
 def http_scope(method: str = "GET", path: str = "/", headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers or [],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    return conftest.http_scope(path, method, headers=headers or [])
 
 
 class FakeServer:
