@@ -38,7 +38,7 @@ class ResponseWatch:
         self._tracks = False
         if scope["type"] != "websocket":
             rs = get_request_scope(scope)
-            if rs is not None and getattr(send, "__self__", None) is rs:
+            if rs is not None and rs.owns(send):
                 self._rs = rs
             else:
                 self._tracks = True

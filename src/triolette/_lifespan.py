@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from triolette._utils import raise_single
+from triolette._utils import raise_child
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ async def _mounted_lifespans(apps: Sequence[ASGIApp], scope: Scope) -> AsyncIter
                 for mounted in reversed(running):
                     await mounted.shutdown()
     except BaseExceptionGroup as group:
-        raise_single(group)
+        raise_child(group)
 
 
 def _child_scope(scope: Scope) -> Scope:

@@ -1,36 +1,72 @@
-"""The RequestScope: one per ASGI call, the request's task group and its rules.
+"""The RequestScope: one per ASGI call, a small trio driver over the sans-IO conversation.
 
 It owns, for one HTTP request or WebSocket connection (DESIGN.md sections 2-3):
 
-- the request nursery (``request.nursery``), whose cancel scope carries the
-  request's deadline and is cancelled with reason ``"client disconnected"``;
+- the request nursery (``request.nursery``), whose cancel scope carries the request's
+  deadline and is cancelled with reason ``"client disconnected"``;
 - the server's ``receive()``: exactly one task reads it at a time. The endpoint reads
   directly while it consumes the body; a disconnect watcher task listens only while
-  nobody else reads, and buffers what it had to take so that nothing is lost;
-- the server's ``send()``: it records when the response starts and completes, drops
-  messages once the client has gone, and arms a send-timeout watchdog for long sends;
-- the request body limits (size and time).
+  nobody else reads, and keeps what it had to take (a small, capped buffer) for the app;
+- the server's ``send()``: it drops messages once the client has gone, and wakes the
+  watcher to time long sends (``send_timeout``).
 
-The watcher task is started lazily: the first time the app yields to trio while there is a
-disconnect to watch for or a send or body read to time. A request answered without waiting
-(or whose only yields are schedule points in the send of its start, and its last small
-chunk) costs the nursery alone; DESIGN.md section 6 accepts one nursery and one task.
+What each message means, the body limit and the deadlines are decided in
+``_conversation.py`` (plain synchronous code); the lazy start of the watcher lives in
+``_lazystart.py``; the WebSocket side in ``_scope_websocket.py``. This module only moves
+messages and runs tasks.
+
+The watcher is an explicit state machine: ``IDLE`` (not started; it starts the first time
+the app yields to trio while there is something to watch), ``RUNNING``, ``STOPPING`` (the
+response is over: its cancel scope is cancelled) and ``DONE``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import types
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 import trio
 
-from triolette._utils import exception_leaves
-from triolette.exceptions import HTTPException
+from triolette import _lazystart
+from triolette._conversation import (
+    BODY,
+    BODY_TIMEOUT,
+    DEFAULT_BUFFER_BYTES,
+    DROP,
+    GONE,
+    SEND_TIMEOUT,
+    BodyLimit,
+    BodyTooLarge,
+    Inbox,
+    Outbox,
+    check_size,
+    check_timeout,
+    content_length,
+    expired,
+    watch_deadline,
+)
+from triolette._scope_websocket import ClientGone, WebSocketSide
+from triolette._utils import exception_leaves, raise_as_itself
+from triolette.exceptions import ClientDisconnect, HTTPException
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_WS_MAX_MESSAGE_SIZE",
+    "INTERNAL_EXCEPTIONS",
+    "SCOPE_KEY",
+    "ClientGone",
+    "RequestScope",
+    "RequestSettings",
+    "ResponseReplaced",
+    "check_size",
+    "check_timeout",
+    "get_request_scope",
+    "run_in_request_scope",
+]
 
 SCOPE_KEY = "triolette.request_scope"
 
@@ -39,22 +75,36 @@ DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_SEND_TIMEOUT = 30.0
 DEFAULT_WS_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
-_LONG_SEND = 64 * 1024  # a body chunk at least this big, or with more to come, arms the watchdog
+_LONG_SEND = 64 * 1024  # a body chunk at least this big, or with more to come, is timed
+
+# The watcher's states
+IDLE: Final = "idle"
+RUNNING: Final = "running"
+STOPPING: Final = "stopping"
+DONE: Final = "done"
+
+# Who is reading the server's receive() right now
+APP: Final = "app"
+WATCHER: Final = "watcher"
+
+_NOTHING: Final[Message] = {"type": "triolette.nothing"}  # what the watcher read, when it kept nothing
 
 LateErrorHandler = Callable[["RequestScope", BaseException], Awaitable[bool]]
 
-_HTTP_DISCONNECT: Message = {"type": "http.disconnect"}
-
 
 class RequestSettings:
-    """What an application decides for each of its requests; built once, at startup."""
+    """What an application decides for each of its requests; built once, at startup.
+
+    ``max_buffered_body`` caps what the disconnect watcher holds of a body the app has not
+    read yet; past it the client is held back (backpressure), not buffered.
+    """
 
     __slots__ = (
-        "body_timed_out",
         "body_timeout",
         "cancel_on_disconnect",
         "late_error_handler",
         "max_body_size",
+        "max_buffered_body",
         "send_timeout",
         "timeout",
         "ws_max_message_size",
@@ -69,6 +119,7 @@ class RequestSettings:
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         ws_max_message_size: int | None = DEFAULT_WS_MAX_MESSAGE_SIZE,
+        max_buffered_body: int = DEFAULT_BUFFER_BYTES,
         late_error_handler: LateErrorHandler | None = None,
     ) -> None:
         self.cancel_on_disconnect = cancel_on_disconnect
@@ -77,36 +128,17 @@ class RequestSettings:
         self.body_timeout = check_timeout("body_timeout", body_timeout)
         self.send_timeout = check_timeout("send_timeout", send_timeout)
         self.ws_max_message_size = check_size("ws_max_message_size", ws_max_message_size)
+        buffered = check_size("max_buffered_body", max_buffered_body)
+        if buffered is None:
+            raise ValueError("max_buffered_body must be a non-negative number of bytes, got None")
+        self.max_buffered_body = buffered
         self.late_error_handler = late_error_handler
-
-
-def check_timeout(name: str, value: float | None) -> float | None:
-    """Validate a timeout option: None (no limit) or a positive number of seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isnan(value):
-        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
-    return float(value)
-
-
-def check_size(name: str, value: int | None) -> int | None:
-    """Validate a size option: None (no limit) or a non-negative whole number of bytes."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number of bytes or None, got {value!r}")
-    return value
 
 
 def get_request_scope(scope: Scope) -> RequestScope | None:
     """The RequestScope running this ASGI scope, if any."""
     rs: RequestScope | None = scope.get(SCOPE_KEY)
     return rs
-
-
-class ClientGone(Exception):
-    """Internal: a WebSocket send after the client disconnected (websockets turn it into
-    WebSocketDisconnect; it never escapes a RequestScope)."""
 
 
 class ResponseReplaced(Exception):
@@ -123,52 +155,41 @@ _TOO_LARGE_START: Message = {
 _TOO_LARGE_BODY: Message = {"type": "http.response.body", "body": b"Content Too Large"}
 
 
-class RequestScope:
-    """The task group and receive/send control for one ASGI call; see the module docstring."""
+class RequestScope(WebSocketSide):
+    """The task group and receive/send control for one ASGI call; see the module docstring.
+
+    Other modules use: ``nursery``, ``receive``/``send`` (hand these to the app),
+    ``owns(fn)``, ``read_body()``, ``begin_reading()``/``end_reading()``, ``send_chunk()``,
+    ``disconnected``, ``response_started``/``response_complete``, ``body_cache``/
+    ``body_consumed``, ``enter_body_limit()``, ``enter_settings()``, ``set_timeout()``,
+    ``run_background()``, ``cancel()``, ``stop_watching()``.
+    """
 
     __slots__ = (
-        "_background_scope",
         "_body_deadline",
-        "_body_received",
-        "_buffer",
-        "_buffered",
-        "_declared_length",
-        "_disconnect",
-        "_holdoff",
         "_read_done",
-        "_reading",
+        "_reader",
         "_sending_since",
         "_sending_start",
         "_server_receive",
         "_server_send",
-        "_stop_watcher",
         "_wake_watcher",
-        "_watchdog_armed",
         "_watcher_scope",
-        "_watcher_started",
-        "_watching",
-        "_ws_handler_scope",
-        "_ws_send_turn",
-        "_ws_sending",
-        "app_cancelled",
         "asgi_scope",
         "body_cache",
-        "body_complete",
         "body_consumed",
-        "body_timed_out",
         "body_timeout",
         "cancel_on_disconnect",
-        "disconnected",
-        "is_websocket",
-        "max_body_size",
+        "cut_short",
+        "holdoff",
+        "inbox",
+        "limit",
         "nursery",
-        "response_complete",
-        "response_started",
+        "outbox",
         "send_timeout",
         "settings",
         "start_time",
-        "timed_out",
-        "ws_accepted",
+        "watcher",
         "ws_max_message_size",
     )
 
@@ -177,42 +198,83 @@ class RequestScope:
     def __init__(self, scope: Scope, receive: Receive, send: Send, settings: RequestSettings) -> None:
         self.asgi_scope = scope
         self.settings = settings
-        self.is_websocket = scope["type"] == "websocket"
+        websocket = self.is_websocket = scope["type"] == "websocket"
         self._server_receive = receive
         self._server_send = send
         self.cancel_on_disconnect = settings.cancel_on_disconnect
-        self.max_body_size = settings.max_body_size
-        self.body_timeout = settings.body_timeout
         self.send_timeout = settings.send_timeout
-        self.ws_max_message_size = settings.ws_max_message_size
-        self.start_time: float | None = None
-        self.response_started = False
-        self.response_complete = False
-        self.disconnected = False
-        self.body_complete = False
-        self.body_consumed = False
-        self.body_cache: bytes | None = None
-        self.app_cancelled = False
-        self.timed_out = False
-        self.body_timed_out = False
-        self._buffer: deque[Message] = deque()
-        self._buffered = 0
-        self._body_received = 0
-        self._body_deadline = math.inf
-        self._declared_length: int | None = -1  # -1: not looked up yet
-        self._holdoff = 0
-        self._reading = False
+        self.ws_max_message_size = limit = settings.ws_max_message_size
+        if websocket:
+            self.body_timeout = None  # a connection waits for messages as long as it likes
+            self.limit = BodyLimit(None, None)
+            self.inbox = Inbox(True, max_bytes=math.inf if limit is None else limit)
+        else:
+            self.body_timeout = settings.body_timeout
+            self.limit = BodyLimit(settings.max_body_size, content_length(scope.get("headers", ())))
+            self.inbox = Inbox(False, max_bytes=settings.max_buffered_body)
+        self.outbox = Outbox(websocket)
+        self.watcher: str = IDLE
+        self.holdoff = 0  # readers that asked the watcher to stay out of receive()
+        self._reader: str | None = None
         self._read_done: trio.Event | None = None
         self._wake_watcher: trio.Event | None = None
         self._watcher_scope: trio.CancelScope | None = None
-        self._stop_watcher = False
-        self._disconnect: Message = _HTTP_DISCONNECT
         self._sending_since: float | None = None
-        self._watchdog_armed = False
         self._sending_start = False
-        self._watcher_started = False
-        self._watching = False
+        self._body_deadline = math.inf
+        self.start_time: float | None = None
+        self.body_cache: bytes | None = None
+        self.body_consumed = False
+        self.cut_short: str | None = None  # BODY_TIMEOUT or SEND_TIMEOUT, when the watcher ended it
         self._background_scope: trio.CancelScope | None = None
+
+    # -- what other modules ask ---------------------------------------------------------
+
+    def owns(self, fn: object) -> bool:
+        """Whether ``fn`` is this scope's own ``receive`` or ``send`` (no middleware wraps it),
+        so that a caller may use the scope's fast paths (``read_body``, ``send_chunk``)."""
+        return getattr(fn, "__self__", None) is self
+
+    @property
+    def disconnected(self) -> bool:
+        """The client has gone (or was dropped for not reading within send_timeout)."""
+        return self.inbox.state is GONE
+
+    @property
+    def response_started(self) -> bool:
+        return self.outbox.started
+
+    @property
+    def response_complete(self) -> bool:
+        return self.outbox.complete
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes the watcher holds for the app (never negative)."""
+        return self.inbox.buffered
+
+    @property
+    def max_body_size(self) -> int | None:
+        """The body limit in force; set it with ``enter_body_limit``."""
+        return self.limit.limit
+
+    def enter_body_limit(self, limit: int | None, *, stricter_only: bool = False) -> None:
+        """Put a layer's body limit in force (the innermost applies; ``stricter_only`` for a
+        mounted app's). Raises ``BodyTooLarge`` (413) at once if what was read, or the
+        declared length, is over it."""
+        if not self.is_websocket:
+            self.limit.enter(limit, stricter_only=stricter_only)
+
+    def enter_settings(self, settings: RequestSettings) -> None:
+        """A mounted app's settings, for a request that enters it: its stricter limit and
+        earlier deadline win; its cancel_on_disconnect and send_timeout apply."""
+        self.cancel_on_disconnect = settings.cancel_on_disconnect
+        if settings.send_timeout is not None:
+            timeout = self.send_timeout
+            self.send_timeout = settings.send_timeout if timeout is None else min(timeout, settings.send_timeout)
+        if settings.timeout is not None:
+            self.set_timeout(settings.timeout, earlier_only=True)
+        self.enter_body_limit(settings.max_body_size, stricter_only=True)
 
     # -- running the call ------------------------------------------------------------
 
@@ -230,6 +292,7 @@ class RequestScope:
     async def _run(self, app: ASGIApp) -> None:
         scope = self.asgi_scope
         timeout = self.settings.timeout
+        app_cancelled = False
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -240,15 +303,18 @@ class RequestScope:
                     if self.is_websocket:
                         await self._run_websocket(app)
                     else:
-                        await self._drive(app(scope, self.receive, self.send))
+                        await _lazystart.drive(
+                            app(scope, self.receive, self.send), self._watcher_needed, self._start_watcher
+                        )
                 except trio.Cancelled:
-                    self.app_cancelled = True
+                    app_cancelled = True
                     raise
                 except INTERNAL_EXCEPTIONS:
                     pass
-                if len(nursery.child_tasks) == int(self._watching):  # no task left but the watcher, if any
-                    self._stop_watcher = True
-                    if self._watching:
+                watching = self.watcher is RUNNING
+                if len(nursery.child_tasks) == int(watching):  # no task left but the watcher, if any
+                    self.stop_watching()
+                    if watching:
                         nursery.cancel_scope.cancel(reason="request complete")
                 else:
                     self.stop_watching()
@@ -256,8 +322,9 @@ class RequestScope:
             await self._fail(group)
         finally:
             self.body_cache = None  # scope and RequestScope refer to each other: free the body now
-            self._buffer.clear()
-        if self.app_cancelled and not self.disconnected:
+            self.inbox.buffer.clear()
+            self.inbox.error = None
+        if app_cancelled and not self.disconnected:
             await self._after_cancel()
 
     async def _after_cancel(self) -> None:
@@ -265,13 +332,12 @@ class RequestScope:
         if self.is_websocket and self._ws_handler_scope.cancel_called:  # cancel(): the server shuts down
             await self._close_websocket(1001, "Server shutting down")
             return
-        if self.body_timed_out:
+        if self.cut_short is BODY_TIMEOUT:
             if not self.response_started and not self.is_websocket:
                 await self._send_plain(408, f"Request body not received within body_timeout ({self.body_timeout:g} s)")
             return
         if not cs.cancelled_caught or trio.current_time() < cs.deadline:
             return
-        self.timed_out = True
         if not self.response_started and not self.is_websocket:
             started = self.start_time if self.start_time is not None else cs.deadline
             await self._send_plain(503, f"Request timed out after {cs.deadline - started:g} s")
@@ -288,24 +354,21 @@ class RequestScope:
 
     async def _send_quietly(self, message: Message) -> None:
         """Send outside the (cancelled) request, bounded by send_timeout; never raises OSError."""
+        self.outbox.send(message)
         with trio.move_on_after(self.send_timeout or DEFAULT_SEND_TIMEOUT):
             try:
                 await self._server_send(message)
             except OSError:  # pragma: no cover - the server closed the connection meanwhile
                 return
-        if message["type"] == "http.response.start":
-            self.response_started = True
 
     async def _fail(self, group: BaseExceptionGroup[BaseException]) -> None:
         """Re-raise a single failure as itself (invariant 5); answer it if nobody did."""
         if group.subgroup(trio.Cancelled) is not None:
             raise group  # cancellation from outside travels on untouched
-        if self.disconnected and self._only_client_disconnects(group):
+        if self.disconnected and all(isinstance(leaf, ClientDisconnect) for leaf in exception_leaves(group)):
             return  # a request task read the body the client cut short: the request is over
-        exc: BaseException = group
-        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
-            exc = group.exceptions[0]
-        if isinstance(exc, ClientGone | ResponseReplaced):
+        exc: BaseException = group.exceptions[0] if len(group.exceptions) == 1 else group
+        if isinstance(exc, INTERNAL_EXCEPTIONS):
             return
         handler = self.settings.late_error_handler
         if handler is not None and not self.response_started and await handler(self, exc):
@@ -314,26 +377,18 @@ class RequestScope:
             # No exception middleware around (a Router or Route used on its own): answer it here.
             await self._send_plain(exc.status_code, exc.detail, exc.headers)
             return
-        if exc is group:
-            raise group
-        context = exc.__context__
-        try:
-            raise exc
-        finally:
-            exc.__context__ = context
-            del exc, group
+        del group
+        raise_as_itself(exc)
 
-    @staticmethod
-    def _only_client_disconnects(group: BaseExceptionGroup[BaseException]) -> bool:
-        from triolette.requests import ClientDisconnect  # requests imports this module
-
-        return all(isinstance(leaf, ClientDisconnect) for leaf in exception_leaves(group))
-
-    def set_timeout(self, timeout: float) -> None:
-        """Give the request a deadline ``timeout`` seconds after it started (a route's ``timeout=``)."""
+    def set_timeout(self, timeout: float, *, earlier_only: bool = False) -> None:
+        """Give the request a deadline ``timeout`` seconds after it started (a route's
+        ``timeout=``; ``earlier_only``: unless it already has an earlier one)."""
         if self.start_time is None:
             self.start_time = trio.current_time()
-        self.nursery.cancel_scope.deadline = self.start_time + timeout
+        deadline = self.start_time + timeout
+        cs = self.nursery.cancel_scope
+        if not earlier_only or deadline < cs.deadline:
+            cs.deadline = deadline
 
     async def run_background(self, background: Callable[[], Awaitable[None]]) -> None:
         """Run a response's background work, shielded from disconnect and deadline.
@@ -357,44 +412,21 @@ class RequestScope:
 
     def stop_watching(self) -> None:
         """End the disconnect watcher; the response is over, the request's tasks go on."""
-        self._stop_watcher = True
-        if self._watcher_scope is not None:
-            self._watcher_scope.cancel(reason="request complete")
-        self._wake()
+        state = self.watcher
+        if state is IDLE:
+            self.watcher = DONE  # never started: it never will
+        elif state is RUNNING:
+            self.watcher = STOPPING
+            if self._watcher_scope is not None:
+                self._watcher_scope.cancel(reason="request complete")
+            self._wake()
 
     # -- the disconnect watcher --------------------------------------------------------
 
-    @types.coroutine
-    def _drive(self, awaitable: Awaitable[None]) -> Generator[Any, Any, None]:
-        """Await the app's call as ``await`` would, and start the watcher the first time the
-        app yields to trio while the watcher has a job (``_watcher_needed``)."""
-        if not isinstance(awaitable, types.CoroutineType | types.GeneratorType):  # another kind of awaitable
-            self._start_watcher()
-            yield from awaitable.__await__()
-            return
-        coro: Coroutine[Any, Any, None] | Generator[Any, Any, None] = awaitable
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                trap = coro.send(value) if error is None else coro.throw(error)
-            except StopIteration:
-                return
-            finally:  # trio's Error outcome holds an exception whose traceback holds this frame
-                value = error = None
-            if not self._watcher_started and self._watcher_needed(trap):
-                self._start_watcher()
-            try:
-                value = yield trap
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                error = exc
-
     def _start_watcher(self) -> None:
-        self._watcher_started = self._watching = True
-        self.nursery.start_soon(self._watch)
+        if self.watcher is IDLE:
+            self.watcher = RUNNING
+            self.nursery.start_soon(self._watch)
 
     def _watcher_needed(self, trap: object) -> bool:
         """Whether the app, about to yield ``trap`` to trio, leaves the watcher a job.
@@ -402,20 +434,18 @@ class RequestScope:
         The one yield that needs no watcher before the response is complete is a pure
         schedule point in the app's send of the response start (a socket write that went
         through at once); if that send blocks (a client that does not read), it does.
-        ``_sending_start`` is the app's own send here: other tasks of the request run only
-        once the app yields, and any earlier yield of the app started the watcher already.
         """
-        if self.disconnected or self._stop_watcher:
+        if self.watcher is not IDLE or self.disconnected:
             return False
-        if self.response_complete:
+        if self.outbox.complete:
             return self._sending_since is not None  # a long last chunk: the send timeout
-        return not (self._sending_start and trap is _SCHEDULE_POINT)
+        return not (self._sending_start and _lazystart.is_schedule_point(trap))
 
     async def _watch(self) -> None:
         try:
             await self._watch_until_done()
         finally:
-            self._watching = False
+            self.watcher = DONE
 
     async def _watch_until_done(self) -> None:
         # Once the response is complete there is nothing left to watch for: a disconnect
@@ -423,55 +453,53 @@ class RequestScope:
         # (rather than when the app returns) spares the watcher most of its steps.
         if self._done_watching():
             return  # the app answered before the watcher first ran: nothing to watch
-        if not (self.is_websocket or self._holdoff or self._reading or self.body_complete or self._has_body()):
+        if not (self.holdoff or self._reader or self.inbox.state is not BODY or self._may_have_body()):
             # A request without a body: the server already holds its one (empty) http.request
             # message, so this first read returns at once and needs no cancel scope around it.
-            message = await self._read()
-            if self.disconnected:
+            message = await self._read(WATCHER)
+            if message is _NOTHING or self.disconnected:
                 return
-            self._buffer.append(message)
+            self.inbox.push(message)
         while not self._done_watching():
+            stop = False
             with trio.CancelScope(deadline=self._watchdog_deadline()) as cs:
                 self._watcher_scope = cs
-                await self._listen()
+                stop = await self._listen()
             self._watcher_scope = None
-            if cs.cancelled_caught and not self._stop_watcher:
+            if stop:
+                return
+            if cs.cancelled_caught and self.watcher is RUNNING:
                 self._check_timeouts()
 
-    async def _listen(self) -> None:
+    async def _listen(self) -> bool:
+        """Read for the app while nobody else does; True when the watcher must stop."""
+        inbox = self.inbox
         while True:
-            while self._holdoff or self._reading or self._buffer_full():
+            while self.holdoff or self._reader or inbox.full():
                 event = self._wake_watcher = trio.Event()
                 await event.wait()
             if self._done_watching():  # the endpoint read the disconnect itself, or the response is over
-                return
-            message = await self._read()
+                return True
+            message = await self._read(WATCHER)
+            if message is _NOTHING:
+                if inbox.error is not None:
+                    return True  # receive() failed: the app learns of it on its next read
+                await trio.lowlevel.checkpoint()  # a stray message dropped: let the others run
+                continue
             if self.disconnected:
-                return
-            self._buffer.append(message)
-            self._buffered += _message_size(message)
+                return True
+            inbox.push(message)
 
-    def _has_body(self) -> bool:
-        """Whether the request announces a body (a non-zero Content-Length, or Transfer-Encoding)."""
+    def _may_have_body(self) -> bool:
+        """Whether a body may follow: announced (Content-Length other than 0, Transfer-Encoding),
+        or possible without either (HTTP/2 and HTTP/3 frame it themselves)."""
+        if self.asgi_scope.get("http_version", "1.1") not in ("1.1", "1.0"):
+            return True
         for key, value in self.asgi_scope.get("headers", ()):
             key = key.lower()
             if key == b"transfer-encoding" or (key == b"content-length" and value.strip() not in (b"0", b"")):
                 return True
         return False
-
-    def _buffer_full(self) -> bool:
-        if self.is_websocket:
-            limit = self.ws_max_message_size
-            return bool(self._buffer) and (limit is None or self._buffered >= limit or len(self._buffer) >= 64)
-        return self.max_body_size is not None and self._buffered >= self.max_body_size
-
-    def _on_disconnect(self) -> None:
-        if self.cancel_on_disconnect and not self.response_complete:
-            if self.is_websocket:  # the handler gets WebSocketDisconnect, its other tasks are cancelled
-                handler = self._ws_handler_scope
-                handler.shield = True
-                handler.deadline = min(handler.deadline, self.nursery.cancel_scope.deadline)
-            self.nursery.cancel_scope.cancel(reason="client disconnected")
 
     def _wake(self) -> None:
         event = self._wake_watcher
@@ -479,17 +507,30 @@ class RequestScope:
             self._wake_watcher = None
             event.set()
 
-    # -- send timeout watchdog --------------------------------------------------------
+    def _done_watching(self) -> bool:
+        """The client has gone, the watcher was stopped, or the response is sent (the last
+        chunk included: while it is being sent, its send timeout is still watched)."""
+        return (
+            self.disconnected
+            or self.watcher is not RUNNING
+            or (self.outbox.complete and self._sending_since is None)
+            or self.inbox.error is not None
+        )
+
+    def _on_disconnect(self) -> None:
+        if self.cancel_on_disconnect and not self.outbox.complete:
+            if self.is_websocket:  # the handler gets WebSocketDisconnect, its other tasks are cancelled
+                handler = self._ws_handler_scope
+                handler.shield = True
+                handler.deadline = min(handler.deadline, self.nursery.cancel_scope.deadline)
+            self.nursery.cancel_scope.cancel(reason="client disconnected")
+
+    # -- deadlines: decided in _conversation, enforced here ------------------------------
 
     def _watchdog_deadline(self) -> float:
         """When the watcher must wake up to check the send and body timeouts."""
-        deadline = math.inf
-        if self._watchdog_armed and self.send_timeout is not None:
-            since = self._sending_since
-            deadline = (since if since is not None else trio.current_time()) + self.send_timeout
-        if self._holdoff and not self.body_complete:
-            deadline = min(deadline, self._body_deadline)
-        return deadline
+        body = self._body_deadline if self.holdoff and not self.inbox.complete else math.inf
+        return watch_deadline(self._sending_since, self.send_timeout, body)
 
     def _rearm_watchdog(self) -> None:
         cs = self._watcher_scope
@@ -499,72 +540,82 @@ class RequestScope:
                 cs.deadline = deadline
 
     def _check_timeouts(self) -> None:
-        now = trio.current_time()
-        since = self._sending_since
-        timeout = self.send_timeout
-        if since is not None and timeout is not None and now - since >= timeout:
-            self.disconnected = True
-            self.nursery.cancel_scope.cancel(reason=f"client did not read within send_timeout ({timeout:g} s)")
-        elif self._holdoff and not self.body_complete and now >= self._body_deadline:
-            self.body_timed_out = True
+        body = self._body_deadline if self.holdoff and not self.inbox.complete else math.inf
+        which = expired(trio.current_time(), self._sending_since, self.send_timeout, body)
+        if which is SEND_TIMEOUT:
+            self.inbox.lost()
+            self.cut_short = SEND_TIMEOUT
+            reason = f"client did not read within send_timeout ({self.send_timeout:g} s)"
+            self.nursery.cancel_scope.cancel(reason=reason)
+        elif which is BODY_TIMEOUT:
+            self.cut_short = BODY_TIMEOUT
             self.nursery.cancel_scope.cancel(
                 reason=f"request body not received within body_timeout ({self.body_timeout:g} s)"
             )
 
+    def _start_body_clock(self) -> None:
+        """The endpoint starts reading the body: from now on it has body_timeout seconds."""
+        if self._body_deadline == math.inf and self.body_timeout is not None and not self.inbox.complete:
+            self._body_deadline = trio.current_time() + self.body_timeout
+            self._rearm_watchdog()
+
     # -- receive -----------------------------------------------------------------------
 
-    async def _read(self) -> Message:
-        self._reading = True
+    async def _read(self, reader: str) -> Message:
+        """One message from the server. ``_NOTHING`` (the watcher's reads only): a stray
+        message was dropped, or the read failed (the error is kept in the inbox for the app)."""
+        self._reader = reader
         try:
             message = await self._server_receive()
+        except Exception as exc:
+            if reader is APP:
+                raise
+            self.inbox.fail(exc)
+            return _NOTHING
         finally:
-            self._reading = False
+            self._reader = None
             done = self._read_done
             if done is not None:
                 self._read_done = None
                 done.set()
-        kind = message["type"]
-        if kind == "http.request":
-            if not message.get("more_body", False):
-                self.body_complete = True
-        elif kind in ("http.disconnect", "websocket.disconnect"):
-            self.disconnected = True
-            self._disconnect = message
+        if self.inbox.received(message) is DROP and reader is WATCHER:
+            return _NOTHING
+        if self.inbox.state is GONE:
             self._on_disconnect()
         return message
 
     async def receive(self) -> Message:
         """The app's ``receive``: one reader at a time, nothing lost, limits applied."""
-        buffer = self._buffer
-        if buffer:
-            message = buffer.popleft()
-            self._buffered -= _message_size(message)
+        inbox = self.inbox
+        if inbox.buffer:
+            message = inbox.pop()
             self._wake()
             return self._account(message)
-        if self.disconnected:
+        if inbox.error is not None:
+            inbox.raise_error()
+        if inbox.state is GONE:
             await trio.lowlevel.checkpoint()
-            return self._disconnect_message()
-        if self._declared_length == -1 and not self.is_websocket:
-            self.check_declared_length()
-        self._holdoff += 1
-        if self._body_deadline == math.inf and not self.body_complete and self.body_timeout is not None:
-            self._start_body_clock()  # also while waiting below for the watcher's read to end
+            return dict(inbox.disconnect)
+        if self.limit.declared_over():
+            raise BodyTooLarge
+        self.holdoff += 1
+        self._start_body_clock()  # also while waiting below for the watcher's read to end
         try:
-            while self._reading:
+            while self._reader:
                 done = self._read_done
                 if done is None:
                     done = self._read_done = trio.Event()
                 await done.wait()
-                if buffer:
-                    message = buffer.popleft()
-                    self._buffered -= _message_size(message)
-                    return self._account(message)
+                if inbox.buffer:
+                    return self._account(inbox.pop())
+                if inbox.error is not None:
+                    inbox.raise_error()
                 if self._client_gone():
-                    return self._disconnect_message()
-            message = await self._read()
+                    return dict(inbox.disconnect)
+            message = await self._read(APP)
         finally:
-            self._holdoff -= 1
-            if not self._holdoff:
+            self.holdoff -= 1
+            if not self.holdoff:
                 self._wake()
         return self._account(message)
 
@@ -575,22 +626,19 @@ class RequestScope:
         held off once for the whole body rather than once per chunk.
         """
         chunks: list[bytes] = []
-        limit = self.max_body_size
-        self._holdoff += 1
+        inbox, limit = self.inbox, self.limit
+        self.holdoff += 1
         try:
             while True:
-                if self._buffer or self._reading or self.disconnected:
+                if inbox.buffer or self._reader or inbox.state is GONE or inbox.error is not None:
                     message = await self.receive()  # buffered, being read by the watcher, or gone
                 else:
-                    if self._declared_length == -1:
-                        self.check_declared_length()
-                    if self._body_deadline == math.inf and self.body_timeout is not None:
-                        self._start_body_clock()
-                    message = await self._read()
-                    if message["type"] == "http.request" and limit is not None:
-                        self._body_received += len(message.get("body", b""))
-                        if self._body_received > limit:
-                            raise HTTPException(413, "Content Too Large")
+                    if limit.declared_over():
+                        raise BodyTooLarge
+                    self._start_body_clock()
+                    message = await self._read(APP)
+                    if message["type"] == "http.request":
+                        limit.count(len(message.get("body", b"")))
                 kind = message["type"]
                 if kind == "http.request":
                     chunks.append(message.get("body", b""))
@@ -600,89 +648,53 @@ class RequestScope:
                 elif kind == "http.disconnect":
                     return None
         finally:
-            self._holdoff -= 1
-            if not self._holdoff:
+            self.holdoff -= 1
+            if not self.holdoff:
                 self._wake()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _start_body_clock(self) -> None:
-        """The endpoint starts reading the body: from now on it has body_timeout seconds."""
-        assert self.body_timeout is not None
-        self._body_deadline = trio.current_time() + self.body_timeout
-        self._rearm_watchdog()
-
-    def _done_watching(self) -> bool:
-        """The client has gone, the watcher was stopped, or the response is sent (the last
-        chunk included: while it is being sent, its send timeout is still watched)."""
-        return self.disconnected or self._stop_watcher or (self.response_complete and self._sending_since is None)
-
     def _client_gone(self) -> bool:
-        return self.disconnected  # a method, so type checkers do not assume it unchanged across awaits
-
-    def _disconnect_message(self) -> Message:
-        return dict(self._disconnect)
+        return self.inbox.state is GONE  # a method, so type checkers do not assume it unchanged across awaits
 
     def _account(self, message: Message) -> Message:
         if message["type"] == "http.request":
             if not message.get("more_body", False):
                 self.body_consumed = True
-            limit = self.max_body_size
-            if limit is not None:
-                self._body_received += len(message.get("body", b""))
-                if self._body_received > limit:
-                    raise HTTPException(413, "Content Too Large")
+            self.limit.count(len(message.get("body", b"")))
         return message
-
-    def check_declared_length(self) -> None:
-        """Raise 413 before reading anything when Content-Length is over the limit."""
-        limit = self.max_body_size
-        if limit is not None:
-            declared = self.declared_length()
-            if declared is not None and declared > limit:
-                raise HTTPException(413, "Content Too Large")
-
-    def declared_length(self) -> int | None:
-        """The request's Content-Length as a number, or None when absent or malformed."""
-        if self._declared_length == -1:
-            self._declared_length = None
-            for key, value in self.asgi_scope.get("headers", ()):
-                if key.lower() == b"content-length":
-                    self._declared_length = int(value) if value.isdigit() else None
-                    break
-        return self._declared_length
 
     def begin_reading(self) -> None:
         """An endpoint starts consuming the body: the watcher holds off until end_reading()."""
-        self._holdoff += 1
+        self.holdoff += 1
 
     def end_reading(self) -> None:
-        self._holdoff -= 1
-        if not self._holdoff:
+        self.holdoff -= 1
+        if not self.holdoff:
             self._wake()
 
     # -- send --------------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        """The app's ``send``: tracks the response, drops it once the client is gone."""
-        kind = message["type"]
-        if self.disconnected:
+        """The app's ``send``: checks the message against the response's state, drops it
+        once the client is gone, and times long sends."""
+        if self.inbox.state is GONE:
             await trio.lowlevel.checkpoint()
             if self.is_websocket:
                 raise ClientGone
             return
+        if self.is_websocket:
+            await self._send_websocket(message)
+            return
+        kind = message["type"]
+        self.outbox.send(message)
         if kind == "http.response.body":
-            more = message.get("more_body", False)
-            if not more:
-                self.response_complete = True
-            if more or len(message.get("body", b"")) >= _LONG_SEND:
+            if message.get("more_body", False) or len(message.get("body", b"")) >= _LONG_SEND:
                 await self._timed_send(message)
                 return
         elif kind == "http.response.start":
-            if self.response_started:
-                raise RuntimeError("The response has already started: 'http.response.start' was sent twice.")
-            self.response_started = True
-            if self._declared_too_large():
-                self.response_complete = True
+            if self.limit.declared_over() and not self.inbox.complete:
+                # Starlette answers 413 to an over-long Content-Length even if the body was never read.
+                self.outbox.send({"type": "http.response.body"})
                 await self._server_send(_TOO_LARGE_START)
                 await self._server_send(_TOO_LARGE_BODY)
                 raise ResponseReplaced
@@ -692,133 +704,25 @@ class RequestScope:
             finally:
                 self._sending_start = False
             return
-        elif self.is_websocket:
-            await self._send_websocket(message)
-            return
         await self._server_send(message)
-
-    def _declared_too_large(self) -> bool:
-        """Starlette answers 413 to an over-long Content-Length even if the body was never read."""
-        limit = self.max_body_size
-        if limit is None or self.body_complete:
-            return False
-        declared = self.declared_length()
-        return declared is not None and declared > limit
 
     async def send_chunk(self, body: bytes | memoryview) -> None:
         """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path."""
-        if self.disconnected:
+        if self.inbox.state is GONE:
             await trio.lowlevel.checkpoint()
             return
-        if not self._watchdog_armed and self.send_timeout is not None:
-            self._watchdog_armed = True
-            self._rearm_watchdog()
-        self._sending_since = trio.current_time()
-        try:
-            await self._server_send({"type": "http.response.body", "body": body, "more_body": True})
-        finally:
-            self._sending_since = None
+        message = {"type": "http.response.body", "body": body, "more_body": True}
+        self.outbox.send(message)
+        await self._timed_send(message)
 
     async def _timed_send(self, message: Message) -> None:
-        if not self._watchdog_armed and self.send_timeout is not None:
-            self._watchdog_armed = True
-            self._rearm_watchdog()
+        """Send, with the watcher timing the send (``send_timeout``)."""
         self._sending_since = trio.current_time()
+        self._rearm_watchdog()
         try:
             await self._server_send(message)
         finally:
             self._sending_since = None
-
-    # -- websockets ----------------------------------------------------------------------
-
-    async def _run_websocket(self, app: ASGIApp) -> None:
-        """Run a WebSocket handler: in a cancel scope of its own, so that a disconnect can
-        cancel the connection's other tasks while the handler learns of it from its next
-        receive or send (``_on_disconnect`` shields it; ``cancel()`` still reaches it)."""
-        self.body_timeout = None  # a connection waits for messages as long as it likes
-        self.ws_accepted = False
-        self._ws_sending = False
-        self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
-        with trio.CancelScope() as self._ws_handler_scope:
-            try:
-                await self._drive(app(self.asgi_scope, self.receive, self.send))
-            except Exception as exc:
-                if not self._says_closed(exc):
-                    await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
-                    raise
-            else:
-                await self._close_websocket(1000)  # the handler returned, the connection ends
-        if len(self.nursery.child_tasks) > int(self._watching):  # its tasks end with it (run() ends the watcher)
-            self.nursery.cancel_scope.cancel(reason="websocket closed")
-
-    def _says_closed(self, exc: Exception) -> bool:
-        """Whether ``exc`` only reports that the connection had closed (nothing to log)."""
-        if isinstance(exc, ClientGone):
-            return True
-        from triolette.websockets import WebSocketDisconnect
-
-        return isinstance(exc, WebSocketDisconnect) and (self.disconnected or self.response_complete)
-
-    async def _close_websocket(self, code: int, reason: str = "") -> None:
-        """Close the connection on the handler's behalf, if it is still open or undecided
-        (before accept the server answers 403): shielded, bounded, never raises."""
-        if self.disconnected or self.response_complete or (self.response_started and not self.ws_accepted):
-            return
-        timeout = self.send_timeout or DEFAULT_SEND_TIMEOUT
-        deadline = trio.current_time() + timeout
-        with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(ClientGone, OSError):
-            await self._send_websocket({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def _send_websocket(self, message: Message) -> None:
-        """Send one WebSocket message, one task at a time (in the order they asked)."""
-        if self._ws_sending:
-            turn = self._ws_send_turn
-            if turn is None:
-                turn = self._ws_send_turn = trio.lowlevel.ParkingLot()
-            await turn.park()  # the task before us hands its turn over
-        else:
-            self._ws_sending = True
-        try:
-            if self.disconnected:
-                await trio.lowlevel.checkpoint()
-                raise ClientGone
-            kind = message["type"]
-            if kind == "websocket.send":
-                await self._timed_send(message)
-                return
-            if kind == "websocket.accept":
-                self.response_started = self.ws_accepted = True
-            elif kind == "websocket.close":
-                self.response_started = self.response_complete = True
-            elif kind == "websocket.http.response.start":
-                self.response_started = True
-            elif kind == "websocket.http.response.body" and not message.get("more_body", False):
-                self.response_complete = True
-            await self._server_send(message)
-        finally:
-            turn = self._ws_send_turn
-            if turn is None or not turn.unpark():
-                self._ws_sending = False
-
-
-def _schedule_point() -> object:
-    """What trio's pure schedule point yields to the scheduler (read once, from trio itself)."""
-    checkpoint = trio.lowlevel.cancel_shielded_checkpoint()  # noqa: ASYNC105 - driven by hand, once
-    try:
-        return checkpoint.send(None)
-    finally:
-        checkpoint.close()
-
-
-_SCHEDULE_POINT = _schedule_point()
-
-
-def _message_size(message: Message) -> int:
-    body = message.get("body")
-    if body is not None:
-        return len(body)
-    data = message.get("bytes") or message.get("text") or b""
-    return len(data)
 
 
 async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

@@ -75,6 +75,14 @@ def raise_as_itself(exc: BaseException) -> NoReturn:
         del exc, context
 
 
+def raise_child(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one exception a nursery collected in ``group`` as itself, even when it is an
+    exception group of its own (invariant 5); ``group`` when it holds several."""
+    if len(group.exceptions) != 1:
+        raise group
+    raise_as_itself(group.exceptions[0])
+
+
 def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     """Raise the one exception in ``group`` as itself; the group when it holds several."""
     leaves = exception_leaves(group)

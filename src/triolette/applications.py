@@ -24,9 +24,10 @@ from triolette._scope import (
     SCOPE_KEY,
     RequestScope,
     RequestSettings,
+    check_size,
     check_timeout,
 )
-from triolette._utils import raise_single
+from triolette._utils import raise_child
 from triolette.datastructures import State, URLPath
 from triolette.middleware import Middleware, _MiddlewareFactory
 from triolette.middleware.errors import ServerErrorMiddleware
@@ -51,7 +52,7 @@ class Triolette:
 
     Arguments beyond Starlette's (all keyword-only):
 
-    - ``max_body_size``: the request body limit in bytes (default 16 MiB); over it, 413.
+    - ``max_body_size``: the request body limit in bytes (default 16 MiB, None for no limit); over it, 413.
     - ``timeout``: seconds before a request's deadline (default none); expired before the
       response started, 503; after, the response is abandoned.
     - ``cancel_on_disconnect``: cancel the handler when the client goes away (default True).
@@ -71,7 +72,7 @@ class Triolette:
         exception_handlers: Mapping[Any, ExceptionHandler] | None = None,
         lifespan: Lifespan[AppType] | None = None,
         *,
-        max_body_size: int | None = None,
+        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         timeout: float | None = None,
         cancel_on_disconnect: bool = True,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
@@ -87,7 +88,7 @@ class Triolette:
         )
         self.user_middleware = [] if middleware is None else list(middleware)
         self.middleware_stack: ASGIApp | None = None
-        self.max_body_size = DEFAULT_MAX_BODY_SIZE if max_body_size is None else max_body_size
+        self.max_body_size = check_size("max_body_size", max_body_size)
         self.graceful_timeout = check_timeout("graceful_timeout", graceful_timeout) or DEFAULT_GRACEFUL_TIMEOUT
         self._settings = RequestSettings(
             cancel_on_disconnect=cancel_on_disconnect,
@@ -235,14 +236,20 @@ class Triolette:
         kind = scope["type"]
         if kind == "lifespan":
             await self._run_lifespan(stack, scope, receive, send)
-        elif SCOPE_KEY in scope:  # mounted inside another triolette app: its RequestScope serves both
-            await stack(scope, receive, send)
         else:
-            rs = RequestScope(scope, receive, send, self._settings)
+            outer = scope.get(SCOPE_KEY)
+            if outer is None:
+                rs = RequestScope(scope, receive, send, self._settings)
+            else:  # mounted inside another triolette app: its RequestScope serves both, with our settings
+                rs = outer
+                rs.enter_settings(self._settings)
             in_flight = self._in_flight
             in_flight.add(rs)
             try:
-                await rs.run(stack)
+                if outer is None:
+                    await rs.run(stack)
+                else:
+                    await stack(scope, receive, send)
             finally:
                 in_flight.discard(rs)
                 if self._idle is not None and not in_flight:
@@ -299,7 +306,7 @@ class Triolette:
                         nursery.cancel_scope.cancel(reason="server shutting down")
                         self._nursery = None
             except BaseExceptionGroup as group:
-                raise_single(group)  # the lifespan's own error, with its class
+                raise_child(group)  # the lifespan's own error, with its class
         for message in held:
             await send(message)
 

@@ -45,3 +45,19 @@ class WebSocketException(Exception):
 
 class TrioletteDeprecationWarning(DeprecationWarning):
     """Warns of an API that a future release removes."""
+
+
+# Defined here, low in the import graph, so that the RequestScope can name them without
+# importing requests.py or websockets.py; those modules re-export them, where Starlette has them.
+
+
+class ClientDisconnect(Exception):
+    """The client went away while the request body was being read."""
+
+
+class WebSocketDisconnect(Exception):
+    """The connection is closed: the client went away (or closed it) with ``code``."""
+
+    def __init__(self, code: int = 1000, reason: str | None = None) -> None:
+        self.code = code
+        self.reason = reason or ""

@@ -19,7 +19,7 @@ from typing_extensions import TypeVar
 from triolette._scope import RequestScope, get_request_scope
 from triolette._utils import AwaitableOrContextManagerWrapper
 from triolette.datastructures import URL, Address, FormData, Headers, QueryParams, State
-from triolette.exceptions import HTTPException
+from triolette.exceptions import ClientDisconnect, HTTPException
 from triolette.types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -53,10 +53,6 @@ def cookie_parser(cookie_string: str) -> dict[str, str]:
         if key or val:
             cookie_dict[key] = http_cookies._unquote(val)
     return cookie_dict
-
-
-class ClientDisconnect(Exception):
-    """The client went away while the request body was being read."""
 
 
 class HTTPConnection(Mapping[str, Any], Generic[StateT]):
@@ -218,8 +214,8 @@ class Request(HTTPConnection[StateT]):
 
     def _direct_scope(self) -> RequestScope | None:
         """The RequestScope, when this Request reads straight from it (no middleware wrapper)."""
-        rs = getattr(self._receive, "__self__", None)
-        return rs if isinstance(rs, RequestScope) else None
+        rs = get_request_scope(self.scope)
+        return rs if rs is not None and rs.owns(self._receive) else None
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         """Yield the body chunk by chunk as it arrives, then ``b""``."""
@@ -342,8 +338,10 @@ class Request(HTTPConnection[StateT]):
         if not self._is_disconnected:
             rs = get_request_scope(self.scope)
             if rs is not None:
-                await trio.lowlevel.checkpoint()
+                # What the scope knows now, read before the checkpoint: the answer does not
+                # depend on whether the watcher happens to run first (it never blocks, nor reads).
                 self._is_disconnected = rs.disconnected
+                await trio.lowlevel.checkpoint()
             else:
                 message: Message = {}
                 with trio.CancelScope() as cs:

@@ -61,6 +61,14 @@ async def run_background(scope: Scope, background: BackgroundTask) -> None:
         await rs.run_background(background)
 
 
+async def background_after_disconnect(scope: Scope, background: BackgroundTask | None) -> None:
+    """Run ``background`` when a client disconnect cut its response short: background work
+    is shielded from the client leaving (DESIGN.md section 4), not from shutdown."""
+    rs = get_request_scope(scope)
+    if background is not None and rs is not None and rs.disconnected:
+        await rs.run_background(background)
+
+
 class Response:
     """A response whose whole body is known up front."""
 
@@ -281,7 +289,7 @@ class StreamingResponse(Response):
 
     async def _send_chunks(self, send: Send, rs: RequestScope | None) -> None:
         charset = self.charset
-        direct = rs is not None and getattr(send, "__self__", None) is rs
+        direct = rs is not None and rs.owns(send)
         async with _closing(self.body_iterator) as iterator:
             async for chunk in iterator:
                 if not isinstance(chunk, _BYTES):
@@ -302,9 +310,13 @@ class StreamingResponse(Response):
             if rs is None:
                 await run_in_request_scope(self._stream_only, scope, receive, send)
             else:
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-                await self._send_chunks(send, rs)
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                try:
+                    await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                    await self._send_chunks(send, rs)
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                except trio.Cancelled:
+                    await background_after_disconnect(scope, self.background)
+                    raise
         if self.background is not None:
             await run_background(scope, self.background)
 
@@ -411,6 +423,17 @@ class FileResponse(Response):
         return stat_result
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and get_request_scope(scope) is None:
+            # Called on its own: a RequestScope of its own, so that a disconnect stops the transfer.
+            await run_in_request_scope(self._respond, scope, receive, send)
+            return
+        try:
+            await self._respond(scope, receive, send)
+        except trio.Cancelled:
+            await background_after_disconnect(scope, self.background)
+            raise
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         method = scope.get("method", "GET").upper()
         header_only = kind == "http" and method == "HEAD"

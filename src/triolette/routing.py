@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import trio
 
 from triolette._exception_handler import wrap_app_handling_exceptions
-from triolette._scope import SCOPE_KEY, check_timeout, get_request_scope, run_in_request_scope
+from triolette._scope import SCOPE_KEY, check_size, check_timeout, get_request_scope, run_in_request_scope
 from triolette._utils import ConfigurationError, get_route_path, is_async_callable
 from triolette.concurrency import run_in_threadpool
 from triolette.convertors import CONVERTOR_TYPES, Convertor
@@ -249,7 +249,7 @@ class Route(BaseRoute):
         self.endpoint = endpoint
         self.name = get_name(endpoint) if name is None else name
         self.include_in_schema = include_in_schema
-        self.max_body_size = max_body_size
+        self.max_body_size = check_size("max_body_size", max_body_size)
         self.timeout = check_timeout("timeout", timeout)
         self.cancel_on_disconnect = cancel_on_disconnect
 
@@ -311,7 +311,7 @@ class Route(BaseRoute):
         if rs is None:  # pragma: no cover - handle() always runs inside a RequestScope
             return
         if self.max_body_size is not None:
-            rs.max_body_size = self.max_body_size
+            rs.enter_body_limit(self.max_body_size)
         if self.cancel_on_disconnect is not None:
             rs.cancel_on_disconnect = self.cancel_on_disconnect
         if self.timeout is not None:
@@ -407,7 +407,7 @@ class Mount(BaseRoute):
         self._base_app: ASGIApp = app if app is not None else Router(routes=routes)
         self.app = _wrap_middleware(self._base_app, middleware)
         self.name = name
-        self.max_body_size = max_body_size
+        self.max_body_size = check_size("max_body_size", max_body_size)
         self.path_regex, self.path_format, self.param_convertors = compile_path(self.path + "/{path:path}")
         if type(self).matches is Mount.matches:
             self._index_key = _first_segment_key(self.path) if self.path else None
@@ -457,7 +457,7 @@ class Mount(BaseRoute):
         if self.max_body_size is not None:
             rs = get_request_scope(scope)
             if rs is not None:
-                rs.max_body_size = self.max_body_size
+                rs.enter_body_limit(self.max_body_size)
         await self.app(scope, receive, send)
 
     def __eq__(self, other: Any) -> bool:
@@ -566,7 +566,7 @@ class Router:
         self.routes = [] if routes is None else list(routes)
         self.redirect_slashes = redirect_slashes
         self.default = self.not_found if default is None else default
-        self.max_body_size = max_body_size
+        self.max_body_size = check_size("max_body_size", max_body_size)
         self.lifespan_context: Callable[[Any], AbstractAsyncContextManager[Any]] = (
             _no_lifespan if lifespan is None else _lifespan_context(lifespan)
         )
@@ -615,7 +615,7 @@ class Router:
         if self.max_body_size is not None:
             rs = get_request_scope(scope)
             if rs is not None:
-                rs.max_body_size = self.max_body_size
+                rs.enter_body_limit(self.max_body_size)
 
         route_path = get_route_path(scope)
         partial: BaseRoute | None = None

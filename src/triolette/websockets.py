@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from triolette._scope import ClientGone, get_request_scope
+from triolette.exceptions import WebSocketDisconnect
 from triolette.requests import HTTPConnection, StateT
 from triolette.types import Message, Receive, Scope, Send
 
@@ -31,14 +32,6 @@ class WebSocketState(enum.Enum):
     CONNECTED = 1
     DISCONNECTED = 2
     RESPONSE = 3
-
-
-class WebSocketDisconnect(Exception):
-    """The connection is closed: the client went away (or closed it) with ``code``."""
-
-    def __init__(self, code: int = 1000, reason: str | None = None) -> None:
-        self.code = code
-        self.reason = reason or ""
 
 
 class WebSocketDisconnected(RuntimeError):

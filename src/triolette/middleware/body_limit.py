@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from triolette._scope import RequestScope
+from triolette._scope import get_request_scope
 from triolette.exceptions import HTTPException
 from triolette.middleware._headers import request_header
 from triolette.responses import PlainTextResponse
@@ -36,7 +36,7 @@ class RequestBodyLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, max_body_size: int) -> None:
-        if max_body_size < 0:
+        if isinstance(max_body_size, bool) or not isinstance(max_body_size, int) or max_body_size < 0:
             raise ValueError(f"max_body_size must be a non-negative number of bytes, got {max_body_size!r}")
         self.app = app
         self.max_body_size = max_body_size
@@ -45,11 +45,12 @@ class RequestBodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rs = getattr(receive, "__self__", None)
-        if isinstance(rs, RequestScope):
+        rs = get_request_scope(scope)
+        if rs is not None and rs.owns(receive):
             # Inside a triolette app the RequestScope already counts the body as it is read
-            # and checks Content-Length first: setting its limit is all this layer needs.
-            rs.max_body_size = self.max_body_size
+            # and checks Content-Length first: putting this limit in force is all this layer
+            # needs (a stricter one re-checks what was read already: 413 at once).
+            rs.enter_body_limit(self.max_body_size)
             scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
             await self.app(scope, receive, send)
             return

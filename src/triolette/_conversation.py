@@ -1,0 +1,323 @@
+"""The ASGI conversation of one request, sans-IO: plain synchronous state, no trio, no await.
+
+The RequestScope (``_scope.py``) moves messages between the server and the app; every
+decision about what a message means is taken here, from explicit state:
+
+- ``BodyLimit``: the request body's size limit, one object for the app, Router, Mount,
+  Route and RequestBodyLimitMiddleware. Content-Length is parsed once; bytes are counted as
+  they are read; a stricter limit entered late re-checks what was already read.
+- ``Inbox``: the request side. What a message from the server means in each state, the
+  buffer of messages the disconnect watcher had to take (capped by bytes and by count),
+  and an error ``receive()`` raised while the watcher read, kept for the app.
+- ``Outbox``: the response side, one transition table for HTTP and one for WebSocket; a
+  message the table does not allow raises ``ProtocolError`` naming the message and the state.
+- ``watch_deadline`` and ``expired``: when the watcher must wake up for the send and
+  body timeouts, and which of them has run out, as pure functions of the state and the clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from typing import Final
+
+from triolette.exceptions import HTTPException
+from triolette.types import Message
+
+DEFAULT_BUFFER_BYTES: Final = 128 * 1024
+DEFAULT_BUFFER_MESSAGES: Final = 64
+
+
+class ProtocolError(RuntimeError):
+    """An ASGI message was sent that the conversation's state does not allow."""
+
+
+class BodyTooLarge(HTTPException):
+    """The request body is over the size limit in force: answered ``413 Content Too Large``."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="Content Too Large")
+
+
+def check_size(name: str, value: int | None) -> int | None:
+    """Validate a size option: None (no limit) or a non-negative whole number of bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of bytes or None, got {value!r}")
+    return value
+
+
+def check_timeout(name: str, value: float | None) -> float | None:
+    """Validate a timeout option: None (no limit) or a positive number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isnan(value):
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length header as a number; None when absent or not a plain number."""
+    for key, value in headers:
+        if key.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+# -- the body limit ----------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """The size limit on one request's body, and the bytes read so far.
+
+    ``limit`` is None for no limit. ``enter()`` is how a layer (Route, Mount, Router, a
+    mounted app, RequestBodyLimitMiddleware) puts its own limit in force.
+    """
+
+    __slots__ = ("declared", "limit", "received")
+
+    def __init__(self, limit: int | None, declared: int | None) -> None:
+        self.limit = limit
+        self.declared = declared
+        self.received = 0
+
+    def enter(self, limit: int | None, *, stricter_only: bool = False) -> None:
+        """Put ``limit`` in force: the innermost layer's limit applies (``stricter_only``:
+        only if it is stricter, as a mounted app's). Raises ``BodyTooLarge`` at once if the
+        bytes already read, or the declared length, are over it."""
+        if stricter_only and (limit is None or (self.limit is not None and self.limit <= limit)):
+            return
+        self.limit = limit
+        if limit is not None and (self.received > limit or (self.declared is not None and self.declared > limit)):
+            raise BodyTooLarge
+
+    def declared_over(self) -> bool:
+        """Whether Content-Length announces more than the limit."""
+        limit, declared = self.limit, self.declared
+        return limit is not None and declared is not None and declared > limit
+
+    def count(self, size: int) -> None:
+        """Count ``size`` more bytes read; raises ``BodyTooLarge`` past the limit."""
+        self.received += size
+        limit = self.limit
+        if limit is not None and self.received > limit:
+            raise BodyTooLarge
+
+
+# -- the request side ----------------------------------------------------------------------------
+
+# Inbox states
+BODY: Final = "receiving the body"
+COMPLETE: Final = "body complete"
+OPEN: Final = "open"  # a WebSocket connection, before the client leaves
+GONE: Final = "client gone"
+
+# What to do with a message the server handed out
+DELIVER: Final = "deliver"
+DROP: Final = "drop"
+
+
+class Inbox:
+    """What the server has said on the request side, and what the watcher holds for the app."""
+
+    __slots__ = ("buffer", "buffered", "disconnect", "error", "max_bytes", "max_messages", "state")
+
+    def __init__(
+        self,
+        websocket: bool,
+        *,
+        max_bytes: float = DEFAULT_BUFFER_BYTES,
+        max_messages: int = DEFAULT_BUFFER_MESSAGES,
+    ) -> None:
+        self.state: str = OPEN if websocket else BODY
+        self.buffer: deque[Message] = deque()
+        self.buffered = 0  # bytes in ``buffer``
+        self.max_bytes = max_bytes
+        self.max_messages = max_messages
+        self.disconnect: Message = {"type": "websocket.disconnect" if websocket else "http.disconnect"}
+        self.error: BaseException | None = None  # raised by receive() while the watcher read
+
+    def received(self, message: Message) -> str:
+        """Record ``message`` from the server: ``DELIVER`` it (to its reader or the buffer)
+        or ``DROP`` it (an ``http.request`` after the body was complete: a protocol
+        violation by the server, never buffered)."""
+        kind = message["type"]
+        if kind == "http.request":
+            if self.state is not BODY:
+                return DROP
+            if not message.get("more_body", False):
+                self.state = COMPLETE
+        elif kind == "http.disconnect" or kind == "websocket.disconnect":
+            self.state = GONE
+            self.disconnect = message
+        return DELIVER
+
+    def push(self, message: Message) -> None:
+        """Keep a message the watcher took, for the app's next read."""
+        self.buffer.append(message)
+        self.buffered += message_size(message)
+
+    def pop(self) -> Message:
+        message = self.buffer.popleft()
+        self.buffered -= message_size(message)
+        return message
+
+    def full(self) -> bool:
+        """Whether the watcher must stop reading and hold the client back."""
+        buffer = self.buffer
+        return bool(buffer) and (self.buffered >= self.max_bytes or len(buffer) >= self.max_messages)
+
+    def watch_only_for_disconnect(self) -> bool:
+        """After the body is complete, the only message worth reading is the disconnect."""
+        return self.state is COMPLETE
+
+    @property
+    def gone(self) -> bool:
+        return self.state is GONE
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been read from the server (or the client left)."""
+        return self.state is COMPLETE or self.state is GONE
+
+    def lost(self) -> None:
+        """The connection is lost without a disconnect message (a client that stopped reading)."""
+        self.state = GONE
+
+    def fail(self, error: BaseException) -> None:
+        """``receive()`` raised while the watcher read: keep it for the app's next read."""
+        self.error = error
+
+    def raise_error(self) -> None:
+        """Raise, once, the error ``receive()`` raised while the watcher read (if any)."""
+        error = self.error
+        if error is not None:
+            self.error = None
+            raise error
+
+
+def message_size(message: Message) -> int:
+    """The payload size of a request or WebSocket message, in bytes (characters for text)."""
+    body = message.get("body")
+    if body is not None:
+        return len(body)
+    data = message.get("bytes") or message.get("text") or b""
+    return len(data)
+
+
+# -- the response side -----------------------------------------------------------------------------
+
+# Outbox states, HTTP
+START: Final = "before the response start"
+SENDING: Final = "while the body is sent"
+TRAILERS: Final = "while trailers are sent"
+DONE: Final = "after the response is complete"
+# Outbox states, WebSocket
+CONNECTING: Final = "before accept"
+CONNECTED: Final = "while the connection is open"
+DENIAL: Final = "while a denial response is sent"
+CLOSED: Final = "after the connection is closed"
+
+# (state, message type) -> next state. "body" and "trailers" entries depend on more_body /
+# more_trailers and on whether the start announced trailers: see Outbox.send.
+_HTTP: Final[dict[tuple[str, str], str]] = {
+    (START, "http.response.start"): SENDING,
+    (START, "http.response.early_hint"): START,
+    (START, "http.response.debug"): START,
+    (SENDING, "http.response.body"): SENDING,
+    (SENDING, "http.response.pathsend"): SENDING,
+    (SENDING, "http.response.debug"): SENDING,
+    (TRAILERS, "http.response.trailers"): TRAILERS,
+}
+_WEBSOCKET: Final[dict[tuple[str, str], str]] = {
+    (CONNECTING, "websocket.accept"): CONNECTED,
+    (CONNECTING, "websocket.close"): CLOSED,
+    (CONNECTING, "websocket.http.response.start"): DENIAL,
+    (CONNECTED, "websocket.send"): CONNECTED,
+    (CONNECTED, "websocket.close"): CLOSED,
+    (DENIAL, "websocket.http.response.body"): DENIAL,
+}
+_ALLOWED: Final[dict[str, list[str]]] = {}
+for _state, _kind in (*_HTTP, *_WEBSOCKET):
+    _ALLOWED.setdefault(_state, []).append(_kind)
+_ALLOWED[DONE] = _ALLOWED[CLOSED] = []
+del _state, _kind
+
+
+class Outbox:
+    """The response's state: one transition table for HTTP, one for WebSocket."""
+
+    __slots__ = ("_table", "state", "trailers")
+
+    def __init__(self, websocket: bool) -> None:
+        self._table = _WEBSOCKET if websocket else _HTTP
+        self.state: str = CONNECTING if websocket else START
+        self.trailers = False  # the response start announced trailers
+
+    def send(self, message: Message) -> str:
+        """Advance over ``message`` the app sends; returns the new state. Raises
+        ``ProtocolError`` for a message the current state does not allow."""
+        kind = message["type"]
+        state = self._table.get((self.state, kind))
+        if state is None:
+            raise ProtocolError(expected(self.state, kind))
+        if kind == "http.response.start":
+            self.trailers = bool(message.get("trailers", False))
+        elif kind == "http.response.body" or kind == "http.response.pathsend":
+            if not message.get("more_body", False):
+                state = TRAILERS if self.trailers else DONE
+        elif kind == "http.response.trailers":
+            if not message.get("more_trailers", False):
+                state = DONE
+        elif kind == "websocket.http.response.body" and not message.get("more_body", False):
+            state = CLOSED
+        self.state = state
+        return state
+
+    @property
+    def started(self) -> bool:
+        """The response (or the WebSocket accept, close, or denial) has begun."""
+        return self.state is not START and self.state is not CONNECTING
+
+    @property
+    def complete(self) -> bool:
+        return self.state is DONE or self.state is CLOSED
+
+
+def expected(state: str, kind: str) -> str:
+    """The error for ``kind`` sent in ``state``, in the words Starlette uses."""
+    allowed = _ALLOWED[state]
+    if not allowed:
+        return f"Unexpected ASGI message {kind!r} {state}: nothing more may be sent."
+    names = [f'"{name}"' for name in allowed]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"Expected ASGI message {listed} {state}, but got {kind!r}"
+
+
+# -- deadlines -----------------------------------------------------------------------------------
+
+SEND_TIMEOUT: Final = "send_timeout"
+BODY_TIMEOUT: Final = "body_timeout"
+
+
+def watch_deadline(sending_since: float | None, send_timeout: float | None, body_deadline: float) -> float:
+    """When the watcher must next wake up: the end of the send in progress
+    (``sending_since + send_timeout``) or of the body read (``body_deadline``; ``inf`` when
+    nobody is waiting for the body), whichever comes first."""
+    deadline = body_deadline
+    if sending_since is not None and send_timeout is not None:
+        deadline = min(deadline, sending_since + send_timeout)
+    return deadline
+
+
+def expired(
+    now: float, sending_since: float | None, send_timeout: float | None, body_deadline: float
+) -> str | None:
+    """Which timeout has run out at ``now``: ``SEND_TIMEOUT``, ``BODY_TIMEOUT`` or None."""
+    if sending_since is not None and send_timeout is not None and now - sending_since >= send_timeout:
+        return SEND_TIMEOUT
+    if now >= body_deadline:
+        return BODY_TIMEOUT
+    return None

@@ -1,0 +1,122 @@
+"""The WebSocket side of the RequestScope: the handler's cancel scope, one sender at a time,
+and closing the connection on the handler's behalf.
+
+``WebSocketSide`` is mixed into ``RequestScope`` (``_scope.py``); what a message means in
+each state is the ``Outbox`` table of ``_conversation.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import trio
+
+from triolette import _lazystart
+from triolette._conversation import DENIAL, Outbox
+from triolette.exceptions import WebSocketDisconnect
+from triolette.types import ASGIApp, Message, Scope, Send
+
+if TYPE_CHECKING:
+    from triolette._conversation import Inbox
+
+__all__ = ["ClientGone", "WebSocketSide"]
+
+_CLOSE_TIMEOUT = 30.0  # seconds a close may take when the app has no send_timeout
+
+
+class ClientGone(Exception):
+    """Internal: a WebSocket send after the client disconnected (websockets turn it into
+    WebSocketDisconnect; it never escapes a RequestScope)."""
+
+
+class WebSocketSide:
+    """The WebSocket half of a RequestScope (see ``_scope.py`` for the attributes it shares)."""
+
+    __slots__ = ("_background_scope", "_ws_handler_scope", "_ws_send_turn", "_ws_sending", "is_websocket")
+
+    # Shared with RequestScope, which defines them.
+    asgi_scope: Scope
+    inbox: Inbox
+    outbox: Outbox
+    nursery: trio.Nursery
+    send_timeout: float | None
+    _server_send: Send
+    is_websocket: bool
+    _background_scope: trio.CancelScope | None
+
+    if TYPE_CHECKING:
+
+        @property
+        def disconnected(self) -> bool: ...
+
+        async def receive(self) -> Message: ...
+
+        async def send(self, message: Message) -> None: ...
+
+        async def _timed_send(self, message: Message) -> None: ...
+
+        def _watcher_needed(self, trap: object) -> bool: ...
+
+        def _start_watcher(self) -> None: ...
+
+        watcher: str
+
+    async def _run_websocket(self, app: ASGIApp) -> None:
+        """Run a WebSocket handler: in a cancel scope of its own, so that a disconnect can
+        cancel the connection's other tasks while the handler learns of it from its next
+        receive or send (``_on_disconnect`` shields it; ``cancel()`` still reaches it)."""
+        self._ws_sending = False
+        self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
+        with trio.CancelScope() as self._ws_handler_scope:
+            try:
+                await _lazystart.drive(
+                    app(self.asgi_scope, self.receive, self.send), self._watcher_needed, self._start_watcher
+                )
+            except Exception as exc:
+                if not self._says_closed(exc):
+                    await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
+                    raise
+            else:
+                await self._close_websocket(1000)  # the handler returned, the connection ends
+        watching = self.watcher == "running"
+        if len(self.nursery.child_tasks) > int(watching):  # its tasks end with it (run() ends the watcher)
+            self.nursery.cancel_scope.cancel(reason="websocket closed")
+
+    def _says_closed(self, exc: Exception) -> bool:
+        """Whether ``exc`` only reports that the connection had closed (nothing to log)."""
+        if isinstance(exc, ClientGone):
+            return True
+        return isinstance(exc, WebSocketDisconnect) and (self.disconnected or self.outbox.complete)
+
+    async def _close_websocket(self, code: int, reason: str = "") -> None:
+        """Close the connection on the handler's behalf, if it is still open or undecided
+        (before accept the server answers 403): shielded, bounded, never raises."""
+        if self.disconnected or self.outbox.complete or self.outbox.state is DENIAL:
+            return
+        deadline = trio.current_time() + (self.send_timeout or _CLOSE_TIMEOUT)
+        with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(ClientGone, OSError):
+            await self._send_websocket({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def _send_websocket(self, message: Message) -> None:
+        """Send one WebSocket message, one task at a time (in the order they asked)."""
+        if self._ws_sending:
+            turn = self._ws_send_turn
+            if turn is None:
+                turn = self._ws_send_turn = trio.lowlevel.ParkingLot()
+            await turn.park()  # the task before us hands its turn over
+        else:
+            self._ws_sending = True
+        try:
+            if self.disconnected:
+                await trio.lowlevel.checkpoint()
+                raise ClientGone
+            self.outbox.send(message)
+            if message["type"] == "websocket.send":
+                await self._timed_send(message)
+                return
+            await self._server_send(message)
+        finally:
+            turn = self._ws_send_turn
+            if turn is None or not turn.unpark():
+                self._ws_sending = False

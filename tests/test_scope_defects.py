@@ -1,0 +1,461 @@
+"""Regression tests for the RequestScope defects of issue 11, one behaviour per test.
+
+Each test drives the app through hand-written ASGI servers (``FakeServer`` or a plain
+``receive``) in virtual time, so every one is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from tests.test_scope import FakeServer, call, http_scope, read_body
+from triolette._scope import get_request_scope
+from triolette.applications import Triolette
+from triolette.background import BackgroundTask
+from triolette.middleware.body_limit import RequestBodyLimitMiddleware
+from triolette.requests import Request
+from triolette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from triolette.routing import Mount, Route, Router
+from triolette.types import Message
+
+# -- defect 1: a server that keeps answering is not buffered without bound ------------------
+
+
+class RunawayServer:
+    """A buggy server whose ``receive()`` never blocks: it returns ``message`` for ever."""
+
+    def __init__(self, message: Message, first: Message | None = None) -> None:
+        self.message = message
+        self.first = first
+        self.calls = 0
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        self.calls += 1
+        if self.calls > 10_000:  # the watcher spins without end: fail instead of hanging
+            raise RuntimeError("receive() called 10000 times")
+        if self.calls == 1 and self.first is not None:
+            return dict(self.first)
+        return dict(self.message)
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+async def _answer_after_a_few_checkpoints(request: Request) -> Response:
+    for _ in range(5):
+        await trio.lowlevel.checkpoint()
+    return PlainTextResponse("ok")
+
+
+async def test_stray_http_request_after_a_complete_body_is_dropped_not_buffered() -> None:
+    server = RunawayServer({"type": "http.request", "body": b"", "more_body": False})
+    app = Triolette(routes=[Route("/", _answer_after_a_few_checkpoints)])
+    with trio.fail_after(5):
+        await app(http_scope(), server.receive, server.send)
+    assert [m.get("status") for m in server.sent if m["type"] == "http.response.start"] == [200]
+    assert server.calls < 100  # the watcher yielded to the app, which answered
+
+
+async def test_watcher_buffer_is_capped_by_message_count() -> None:
+    seen: list[int] = []
+
+    async def endpoint(request: Request) -> Response:
+        for _ in range(400):
+            await trio.lowlevel.checkpoint()
+        seen.append(server.calls)
+        return PlainTextResponse("ok")
+
+    # An endless run of empty chunks: zero bytes each, so only a message count can cap them.
+    server = RunawayServer({"type": "http.request", "body": b"", "more_body": True})
+    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])])
+    with trio.fail_after(5):
+        await app(http_scope("POST", headers=[(b"transfer-encoding", b"chunked")]), server.receive, server.send)
+    assert len(seen) == 1
+    assert seen[0] <= 128  # the watcher stopped reading, and held the client back
+    assert [m.get("status") for m in server.sent if m["type"] == "http.response.start"] == [200]
+
+
+# -- defect 2: an exception from receive() in the watcher reaches the app, or nobody --------
+
+
+async def test_body_limit_middleware_answers_413_to_an_endpoint_that_never_reads(autojump_clock: Any) -> None:
+    async def endpoint(request: Request) -> Response:
+        await trio.sleep(1)  # the watcher reads the (too long) body meanwhile
+        return PlainTextResponse("never read")
+
+    app = RequestBodyLimitMiddleware(Triolette(routes=[Route("/", endpoint, methods=["POST"])]), max_body_size=5)
+    server = FakeServer()
+    server.request(b"x" * 6)
+    await call(app, server, http_scope("POST", headers=[(b"content-length", b"6")]))
+    assert server.status == 413
+    assert server.body == b"Content Too Large"
+    start = server.sent[0]
+    assert (b"content-type", b"text/plain; charset=utf-8") in start["headers"]
+
+
+async def test_receive_error_in_the_watcher_reaches_the_app_on_its_next_read(autojump_clock: Any) -> None:
+    calls = 0
+
+    async def receive() -> Message:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": b"ab", "more_body": True}
+        raise OSError("connection reset")
+
+    seen: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        await trio.sleep(1)  # the watcher reads (and fails) meanwhile
+        try:
+            await request.body()
+        except OSError as exc:
+            seen.append(str(exc))
+        return PlainTextResponse("handled")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])])
+    with trio.fail_after(5):
+        await app(http_scope("POST", headers=[(b"transfer-encoding", b"chunked")]), receive, send)
+    assert seen == ["connection reset"]
+    assert sent[0]["status"] == 200
+
+
+async def test_receive_error_in_the_watcher_is_dropped_when_the_app_never_reads(autojump_clock: Any) -> None:
+    async def receive() -> Message:
+        raise OSError("connection reset")
+
+    async def endpoint(request: Request) -> Response:
+        await trio.sleep(1)
+        return PlainTextResponse("fine")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])])
+    with trio.fail_after(5):
+        await app(http_scope("POST", headers=[(b"content-length", b"3")]), receive, send)
+    assert (sent[0]["status"], sent[1]["body"]) == (200, b"fine")
+
+
+# -- defect 3: a single failing child that is an ExceptionGroup is raised as itself ---------
+
+
+async def test_single_failing_child_exception_group_is_raised_as_itself(autojump_clock: Any) -> None:
+    async def fails() -> None:
+        await trio.sleep(1)
+        raise ExceptionGroup("the child's own group", [ValueError("a"), KeyError("b")])
+
+    async def endpoint(request: Request) -> Response:
+        request.nursery.start_soon(fails)
+        return PlainTextResponse("started")
+
+    server = FakeServer()
+    server.request()
+    with pytest.raises(ExceptionGroup) as info:
+        await call(Router(routes=[Route("/", endpoint)]), server)
+    assert info.value.message == "the child's own group"
+    assert [type(e) for e in info.value.exceptions] == [ValueError, KeyError]
+
+
+async def test_lifespan_raising_an_exception_group_raises_the_group() -> None:
+    from contextlib import asynccontextmanager
+
+    from triolette.testclient import AsyncTestClient
+
+    @asynccontextmanager
+    async def lifespan(app: Triolette) -> Any:
+        raise ExceptionGroup("startup failed", [ValueError("db"), KeyError("cache")])
+        yield  # pragma: no cover
+
+    app = Triolette(lifespan=lifespan)
+    with pytest.raises(ExceptionGroup) as info:
+        async with AsyncTestClient(app):
+            pass  # pragma: no cover
+    assert info.value.message == "startup failed"
+
+
+# -- defect 5: body_timeout also holds for a body without Content-Length ----------------------
+
+
+async def test_body_timeout_holds_for_a_body_without_content_length(autojump_clock: Any) -> None:
+    async def late_reader(request: Request) -> Response:
+        await trio.sleep(1)  # the watcher starts meanwhile, and reads for the app
+        return await read_body(request)
+
+    server = FakeServer()  # HTTP/2: no Content-Length, no Transfer-Encoding, and no body yet
+    scope = http_scope("POST")
+    scope["http_version"] = "2"
+    await call(Triolette(routes=[Route("/", late_reader, methods=["POST"])], body_timeout=5), server, scope)
+    assert server.status == 408
+    assert trio.current_time() == 6
+
+
+# -- defect 6: the buffered byte count never goes negative ------------------------------------
+
+
+async def test_buffered_byte_count_is_never_negative(autojump_clock: Any) -> None:
+    counts: list[int] = []
+
+    async def endpoint(request: Request) -> Response:
+        rs = get_request_scope(request.scope)
+        assert rs is not None
+        await trio.sleep(1)  # the watcher takes the first message
+        body = await request.body()
+        counts.append(rs.buffered_bytes)
+        return PlainTextResponse(body)
+
+    server = FakeServer()
+    server.request(b"hello")  # no Content-Length: the watcher reads it as a body-less request
+    await call(Triolette(routes=[Route("/", endpoint, methods=["POST"])]), server, http_scope("POST"))
+    assert server.body == b"hello"
+    assert counts == [0]
+
+
+# -- defect 7: a mounted Triolette app's settings apply ---------------------------------------
+
+
+async def test_mounted_app_timeout_applies(autojump_clock: Any) -> None:
+    async def slow(request: Request) -> Response:
+        await trio.sleep(10)
+        return PlainTextResponse("late")  # pragma: no cover
+
+    inner = Triolette(routes=[Route("/", slow)], timeout=2)
+    outer = Triolette(routes=[Mount("/inner", inner)])
+    server = FakeServer()
+    server.request()
+    await call(outer, server, http_scope(path="/inner/"))
+    assert server.status == 503
+    assert trio.current_time() == 2
+
+
+async def test_mounted_app_stricter_body_limit_applies(autojump_clock: Any) -> None:
+    inner = Triolette(routes=[Route("/", read_body, methods=["POST"])], max_body_size=3)
+    outer = Triolette(routes=[Mount("/inner", inner)])
+    server = FakeServer()
+    server.request(b"x" * 10)
+    await call(outer, server, http_scope("POST", "/inner/"))
+    assert server.status == 413
+
+
+async def test_mounted_app_cannot_loosen_the_outer_body_limit(autojump_clock: Any) -> None:
+    inner = Triolette(routes=[Route("/", read_body, methods=["POST"])])  # default 16 MiB
+    outer = Triolette(routes=[Mount("/inner", inner)], max_body_size=3)
+    server = FakeServer()
+    server.request(b"x" * 10)
+    await call(outer, server, http_scope("POST", "/inner/"))
+    assert server.status == 413
+
+
+async def test_mounted_app_cancel_on_disconnect_false_applies(autojump_clock: Any) -> None:
+    finished: list[float] = []
+
+    async def endpoint(request: Request) -> Response:
+        await trio.sleep(5)
+        finished.append(trio.current_time())
+        return PlainTextResponse("done")
+
+    inner = Triolette(routes=[Route("/", endpoint)], cancel_on_disconnect=False)
+    outer = Triolette(routes=[Mount("/inner", inner)])
+    server = FakeServer()
+    server.request()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, outer, server, http_scope(path="/inner/"))
+        await trio.sleep(1)
+        server.disconnect()
+    assert finished == [5]
+
+
+async def test_mounted_app_counts_its_requests_in_flight_and_drain_waits(autojump_clock: Any) -> None:
+    counts: list[int] = []
+
+    async def endpoint(request: Request) -> Response:
+        counts.append(inner.in_flight)
+        await trio.sleep(3)
+        return PlainTextResponse("done")
+
+    inner = Triolette(routes=[Route("/", endpoint)])
+    outer = Triolette(routes=[Mount("/inner", inner)])
+    server = FakeServer()
+    server.request()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, outer, server, http_scope(path="/inner/"))
+        await trio.sleep(1)
+        await inner.drain(graceful_timeout=10)
+        assert trio.current_time() == 3  # drain waited for the request routed into it
+    assert counts == [1]
+    assert inner.in_flight == 0
+    assert server.status == 200
+
+
+# -- defect 8: FileResponse on its own watches for the disconnect; background runs -----------
+
+
+class StallingServer(FakeServer):
+    """A client that reads the response start and one body chunk, then stops reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = trio.Event()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and self.body_messages:
+            self.stalled.set()
+            await trio.sleep_forever()
+        self.sent.append(message)
+
+
+def _big_file(tmp_path: Any) -> Any:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"x" * (FileResponse.chunk_size * 4))
+    return path
+
+
+# FileResponse reads its file in a worker thread: these tests use events, not virtual time
+# (the autojump clock would jump while the thread works).
+
+
+async def test_file_response_on_its_own_stops_when_the_client_disconnects(tmp_path: Any) -> None:
+    server = StallingServer()
+    server.request()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, FileResponse(_big_file(tmp_path)), server)
+            await server.stalled.wait()
+            server.disconnect()
+    assert len(server.body_messages) == 1
+    assert not server.response_complete
+
+
+async def test_file_response_background_runs_after_a_disconnect_midway(tmp_path: Any) -> None:
+    ran: list[str] = []
+
+    async def background() -> None:
+        await trio.lowlevel.checkpoint()  # it may await: the disconnect does not cancel it
+        ran.append("background")
+
+    async def endpoint(request: Request) -> Response:
+        return FileResponse(_big_file(tmp_path), background=BackgroundTask(background))
+
+    server = StallingServer()
+    server.request()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, Triolette(routes=[Route("/", endpoint)]), server)
+            await server.stalled.wait()
+            server.disconnect()
+    assert ran == ["background"]
+    assert not server.response_complete
+
+
+async def test_streaming_response_background_runs_after_a_disconnect_midway(autojump_clock: Any) -> None:
+    ran: list[float] = []
+
+    async def background() -> None:
+        await trio.sleep(1)
+        ran.append(trio.current_time())
+
+    async def slow_chunks() -> Any:
+        for _ in range(10):
+            yield b"chunk"
+            await trio.sleep(1)
+
+    async def endpoint(request: Request) -> Response:
+        return StreamingResponse(slow_chunks(), background=BackgroundTask(background))
+
+    server = FakeServer()
+    server.block_sends_after = 1
+    server.request()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, Triolette(routes=[Route("/", endpoint)]), server)
+        await trio.sleep(2)
+        server.disconnect()
+    assert ran == [3]
+
+
+# -- defect 9: is_disconnected() after body() answers the same every time --------------------
+
+
+async def test_is_disconnected_after_body_answers_the_same_every_time() -> None:
+    answers: set[bool] = set()
+
+    async def endpoint(request: Request) -> Response:
+        await request.body()
+        answers.add(await request.is_disconnected())
+        return PlainTextResponse("ok")
+
+    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])], cancel_on_disconnect=False)
+    for _ in range(60):  # trio shuffles the order of runnable tasks: try many orders
+        server = FakeServer()
+        server.request(b"body")
+        server.disconnect()  # already delivered by the server when the endpoint asks
+        await call(app, server, http_scope("POST", headers=[(b"content-length", b"4")]))
+    assert answers == {False}  # what the scope had seen when asked: the watcher had not read it yet
+
+
+# -- defect 11: one meaning for max_body_size, checked everywhere -----------------------------
+
+
+@pytest.mark.parametrize("value", [-5, "big", 1.5, True])
+@pytest.mark.parametrize("where", ["Route", "Mount", "Router", "Triolette"])
+def test_invalid_max_body_size_is_refused_everywhere(where: str, value: Any) -> None:
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("")  # pragma: no cover
+
+    build = {
+        "Route": lambda: Route("/", endpoint, max_body_size=value),
+        "Mount": lambda: Mount("/m", routes=[], max_body_size=value),
+        "Router": lambda: Router(routes=[], max_body_size=value),
+        "Triolette": lambda: Triolette(max_body_size=value),
+    }[where]
+    with pytest.raises(ValueError, match=r"max_body_size must be a non-negative number of bytes or None, got "):
+        build()
+
+
+async def test_max_body_size_none_means_no_limit_everywhere(autojump_clock: Any) -> None:
+    app = Triolette(routes=[Route("/", read_body, methods=["POST"])], max_body_size=None)
+    assert app.max_body_size is None
+    server = FakeServer()
+    big = 17 * 1024 * 1024
+    server.request(b"x" * big)
+    await call(app, server, http_scope("POST"))
+    assert (server.status, server.body) == (200, b"%d bytes" % big)
+
+
+# -- a stricter limit entered late re-checks what was read ----------------------------------
+
+
+async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojump_clock: Any) -> None:
+    ran: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        ran.append("endpoint")  # pragma: no cover
+        return PlainTextResponse("")  # pragma: no cover
+
+    async def peek(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()  # an outer layer reads the first chunk itself
+        chunks = [message]
+
+        async def replay() -> Message:
+            return chunks.pop() if chunks else await receive()
+
+        await router(scope, replay, send)
+
+    router = Router(routes=[Route("/", endpoint, methods=["POST"], max_body_size=4)])
+    server = FakeServer()
+    server.request(b"x" * 8, more_body=True)
+    await call(Triolette(routes=[Mount("/", peek)]), server, http_scope("POST"))
+    assert server.status == 413
+    assert ran == []
+
