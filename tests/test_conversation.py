@@ -1,0 +1,388 @@
+"""The sans-IO conversation (``_conversation.py``): plain synchronous, parametrised tests.
+
+No trio here: these tests alone cover every branch of the module.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from triolette import _conversation as conv
+from triolette._conversation import (
+    BODY_TIMEOUT,
+    DELIVER,
+    DROP,
+    SEND_TIMEOUT,
+    BodyLimit,
+    BodyTooLarge,
+    Inbox,
+    Outbox,
+    ProtocolError,
+    check_size,
+    check_timeout,
+    content_length,
+    expired,
+    message_size,
+    watch_deadline,
+)
+
+# -- options ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), (0, 0), (5, 5)])
+def test_check_size_accepts_none_and_whole_bytes(value: Any, expected: Any) -> None:
+    assert check_size("max_body_size", value) == expected
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "big", True])
+def test_check_size_refuses_anything_else(value: Any) -> None:
+    expected = rf"max_body_size must be a non-negative number of bytes or None, got {value!r}"
+    with pytest.raises(ValueError, match=expected):
+        check_size("max_body_size", value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), (2, 2.0), (0.5, 0.5)])
+def test_check_timeout_accepts_none_and_positive_seconds(value: Any, expected: Any) -> None:
+    assert check_timeout("timeout", value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, math.nan, "1", False])
+def test_check_timeout_refuses_anything_else(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"timeout must be a positive number of seconds or None, got "):
+        check_timeout("timeout", value)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], None),
+        ([(b"host", b"x")], None),
+        ([(b"Content-Length", b"12")], 12),
+        ([(b"content-length", b"1x")], None),
+        ([(b"content-length", b"-1")], None),
+        ([(b"content-length", b"3"), (b"content-length", b"4")], 3),
+    ],
+)
+def test_content_length_is_parsed_once_from_the_headers(headers: Any, expected: Any) -> None:
+    assert content_length(headers) == expected
+
+
+# -- the body limit ----------------------------------------------------------------------------
+
+
+def test_body_limit_counts_bytes_and_refuses_past_the_limit() -> None:
+    limit = BodyLimit(10, None)
+    limit.count(10)
+    with pytest.raises(BodyTooLarge) as info:
+        limit.count(1)
+    assert (info.value.status_code, info.value.detail) == (413, "Content Too Large")
+    assert limit.received == 11
+
+
+def test_no_body_limit_counts_without_refusing() -> None:
+    limit = BodyLimit(None, None)
+    limit.count(10**9)
+    assert limit.received == 10**9
+    assert not limit.declared_over()
+
+
+@pytest.mark.parametrize(("limit", "declared", "over"), [(10, None, False), (10, 10, False), (10, 11, True)])
+def test_declared_length_over_the_limit(limit: int, declared: int | None, over: bool) -> None:
+    assert BodyLimit(limit, declared).declared_over() is over
+
+
+def test_entering_a_stricter_limit_rechecks_bytes_already_read() -> None:
+    limit = BodyLimit(100, None)
+    limit.count(8)
+    limit.enter(8)  # exactly what was read: fine
+    with pytest.raises(BodyTooLarge):
+        limit.enter(4)
+    assert limit.limit == 4
+
+
+def test_entering_a_limit_rechecks_the_declared_length() -> None:
+    limit = BodyLimit(100, 50)
+    with pytest.raises(BodyTooLarge):
+        limit.enter(10)
+
+
+def test_the_innermost_limit_applies_even_when_looser() -> None:
+    limit = BodyLimit(10, 50)
+    limit.enter(100)  # a route that takes uploads raises the app's limit
+    assert limit.limit == 100
+    limit.enter(None)
+    assert limit.limit is None
+
+
+@pytest.mark.parametrize(
+    ("current", "entered", "result"),
+    [(10, 5, 5), (10, 20, 10), (10, None, 10), (None, 5, 5), (10, 10, 10)],
+)
+def test_stricter_only_keeps_the_stricter_limit(current: int | None, entered: int | None, result: int | None) -> None:
+    limit = BodyLimit(current, None)
+    limit.enter(entered, stricter_only=True)
+    assert limit.limit == result
+
+
+# -- the request side ----------------------------------------------------------------------------
+
+
+def request(body: bytes = b"", more: bool = False) -> dict[str, Any]:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+def test_inbox_follows_the_body_to_its_end() -> None:
+    inbox = Inbox(False)
+    assert inbox.state == conv.BODY
+    assert not inbox.complete
+    assert not inbox.watch_only_for_disconnect()
+    assert inbox.received(request(b"ab", more=True)) == DELIVER
+    assert inbox.state == conv.BODY
+    assert inbox.received(request(b"c")) == DELIVER
+    assert inbox.state == conv.COMPLETE
+    assert inbox.complete
+    assert inbox.watch_only_for_disconnect()
+
+
+def test_a_request_message_after_the_body_is_complete_is_dropped() -> None:
+    inbox = Inbox(False)
+    inbox.received(request())
+    assert inbox.received(request(b"stray")) == DROP
+    assert inbox.state == conv.COMPLETE
+
+
+@pytest.mark.parametrize(("websocket", "kind"), [(False, "http.disconnect"), (True, "websocket.disconnect")])
+def test_a_disconnect_is_kept_and_ends_the_conversation(websocket: bool, kind: str) -> None:
+    inbox = Inbox(websocket)
+    assert inbox.disconnect == {"type": kind}
+    message = {"type": kind, "code": 1001}
+    assert inbox.received(message) == DELIVER
+    assert inbox.gone
+    assert inbox.complete
+    assert inbox.disconnect is message
+    assert inbox.received(request()) == DROP  # nothing after the disconnect counts
+
+
+def test_websocket_messages_are_delivered() -> None:
+    inbox = Inbox(True)
+    assert inbox.state == conv.OPEN
+    assert inbox.received({"type": "websocket.connect"}) == DELIVER
+    assert inbox.received({"type": "websocket.receive", "text": "hi"}) == DELIVER
+    assert inbox.state == conv.OPEN
+
+
+def test_a_lost_connection_is_gone_without_a_message() -> None:
+    inbox = Inbox(False)
+    inbox.lost()
+    assert inbox.gone
+    assert inbox.disconnect == {"type": "http.disconnect"}
+
+
+def test_the_buffer_counts_bytes_in_and_out_and_never_goes_negative() -> None:
+    inbox = Inbox(False)
+    inbox.push(request(b"abc", more=True))
+    inbox.push({"type": "websocket.receive", "text": "hé"})
+    inbox.push({"type": "websocket.receive", "bytes": b"xy"})
+    inbox.push({"type": "websocket.receive"})
+    assert inbox.buffered == 7
+    sizes = []
+    while inbox.buffer:
+        inbox.pop()
+        sizes.append(inbox.buffered)
+    assert sizes == [4, 2, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("pushed", "full"),
+    [
+        ([], False),
+        ([b""] * 3, True),  # three empty chunks: the count cap
+        ([b"x" * 9], True),  # the byte cap
+        ([b"x" * 8], False),
+        ([b"", b""], False),
+    ],
+)
+def test_the_buffer_is_capped_by_bytes_and_by_message_count(pushed: list[bytes], full: bool) -> None:
+    inbox = Inbox(False, max_bytes=9, max_messages=3)
+    for body in pushed:
+        inbox.push(request(body, more=True))
+    assert inbox.full() is full
+
+
+def test_an_empty_buffer_is_never_full_even_with_a_zero_cap() -> None:
+    inbox = Inbox(False, max_bytes=0)
+    assert not inbox.full()
+    inbox.push(request(b"x", more=True))
+    assert inbox.full()
+
+
+def test_a_receive_error_is_kept_and_raised_once() -> None:
+    inbox = Inbox(False)
+    inbox.raise_error()  # nothing kept: nothing raised
+    error = OSError("reset")
+    inbox.fail(error)
+    assert inbox.error is error
+    with pytest.raises(OSError, match="reset"):
+        inbox.raise_error()
+    assert inbox.error is None
+    inbox.raise_error()
+
+
+@pytest.mark.parametrize(
+    ("message", "size"),
+    [({"type": "http.request", "body": b"abc"}, 3), ({"type": "websocket.receive", "text": "ab"}, 2), ({}, 0)],
+)
+def test_message_size(message: dict[str, Any], size: int) -> None:
+    assert message_size(message) == size
+
+
+# -- the response side: HTTP ---------------------------------------------------------------------
+
+
+def start(**extra: Any) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": 200, "headers": [], **extra}
+
+
+def body(more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": b"x", "more_body": more}
+
+
+@pytest.mark.parametrize(
+    ("messages", "state"),
+    [
+        ([], conv.START),
+        ([{"type": "http.response.early_hint", "links": []}], conv.START),
+        ([{"type": "http.response.debug", "info": {}}, start()], conv.SENDING),
+        ([start(), {"type": "http.response.debug", "info": {}}], conv.SENDING),
+        ([start(), body(more=True), body(more=True)], conv.SENDING),
+        ([start(), body()], conv.DONE),
+        ([start(), {"type": "http.response.pathsend", "path": "/f"}], conv.DONE),
+        ([start(trailers=True), body()], conv.TRAILERS),
+        ([start(trailers=True), {"type": "http.response.pathsend", "path": "/f"}], conv.TRAILERS),
+        ([start(trailers=True), body(), {"type": "http.response.trailers", "more_trailers": True}], conv.TRAILERS),
+        ([start(trailers=True), body(), {"type": "http.response.trailers", "headers": []}], conv.DONE),
+    ],
+)
+def test_http_response_transitions(messages: list[dict[str, Any]], state: str) -> None:
+    outbox = Outbox(False)
+    for message in messages:
+        outbox.send(message)
+    assert outbox.state == state
+    assert outbox.started is (state != conv.START)
+    assert outbox.complete is (state == conv.DONE)
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([body()], r"""Expected ASGI message "http.response.start", "http.response.early_hint" or """),
+        ([start(), start()], r"""Expected ASGI message .* while the body is sent, but got 'http.response.start'"""),
+        ([start(), body(), body()], r"Unexpected ASGI message 'http.response.body' after the response is complete"),
+        ([start(), body(), {"type": "http.response.trailers"}], r"nothing more may be sent"),
+        ([start(trailers=True), body(), body()], r"""Expected ASGI message "http.response.trailers" while"""),
+        ([{"type": "websocket.accept"}], r"before the response start, but got 'websocket.accept'"),
+    ],
+)
+def test_http_messages_out_of_order_name_the_message_and_the_state(messages: list[dict[str, Any]], error: str) -> None:
+    outbox = Outbox(False)
+    for message in messages[:-1]:
+        outbox.send(message)
+    with pytest.raises(ProtocolError, match=error):
+        outbox.send(messages[-1])
+
+
+# -- the response side: WebSocket ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kinds", "state"),
+    [
+        ([], conv.CONNECTING),
+        (["websocket.accept"], conv.CONNECTED),
+        (["websocket.accept", "websocket.send", "websocket.send"], conv.CONNECTED),
+        (["websocket.accept", "websocket.close"], conv.CLOSED),
+        (["websocket.close"], conv.CLOSED),
+        (["websocket.http.response.start"], conv.DENIAL),
+        (["websocket.http.response.start", "more"], conv.DENIAL),
+        (["websocket.http.response.start", "websocket.http.response.body"], conv.CLOSED),
+    ],
+)
+def test_websocket_transitions(kinds: list[str], state: str) -> None:
+    outbox = Outbox(True)
+    for kind in kinds:
+        if kind == "more":
+            outbox.send({"type": "websocket.http.response.body", "body": b"x", "more_body": True})
+        else:
+            outbox.send({"type": kind})
+    assert outbox.state == state
+    assert outbox.started is (state != conv.CONNECTING)
+    assert outbox.complete is (state == conv.CLOSED)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "error"),
+    [
+        (
+            ["websocket.send"],
+            r"""Expected ASGI message "websocket.accept", "websocket.close" or "websocket.http.response.start" """
+            r"""before accept, but got 'websocket.send'""",
+        ),
+        (["websocket.accept", "websocket.accept"], r"""Expected ASGI message "websocket.send" or "websocket.close" """),
+        (["websocket.close", "websocket.send"], r"after the connection is closed: nothing more may be sent"),
+        (
+            ["websocket.http.response.start", "websocket.send"],
+            r"""Expected ASGI message "websocket.http.response.body" while a denial""",
+        ),
+    ],
+)
+def test_websocket_messages_out_of_order_name_the_message_and_the_state(kinds: list[str], error: str) -> None:
+    outbox = Outbox(True)
+    for kind in kinds[:-1]:
+        outbox.send({"type": kind})
+    with pytest.raises(ProtocolError, match=error):
+        outbox.send({"type": kinds[-1]})
+
+
+def test_protocol_error_is_a_runtime_error() -> None:
+    assert issubclass(ProtocolError, RuntimeError)
+
+
+# -- deadlines --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("since", "timeout", "body", "deadline"),
+    [
+        (None, 30.0, math.inf, math.inf),  # nothing to time
+        (5.0, None, math.inf, math.inf),  # no send timeout
+        (5.0, 30.0, math.inf, 35.0),
+        (5.0, 30.0, 20.0, 20.0),
+        (5.0, 30.0, 40.0, 35.0),
+        (None, None, 12.0, 12.0),
+    ],
+)
+def test_watch_deadline_is_the_earliest_timeout(
+    since: float | None, timeout: float | None, body: float, deadline: float
+) -> None:
+    assert watch_deadline(since, timeout, body) == deadline
+
+
+@pytest.mark.parametrize(
+    ("now", "since", "timeout", "body", "which"),
+    [
+        (10.0, None, 30.0, math.inf, None),
+        (34.9, 5.0, 30.0, math.inf, None),
+        (35.0, 5.0, 30.0, math.inf, SEND_TIMEOUT),
+        (35.0, 5.0, 30.0, 20.0, SEND_TIMEOUT),  # both ran out: the client stopped reading
+        (20.0, 5.0, 30.0, 20.0, BODY_TIMEOUT),
+        (20.0, None, None, 20.0, BODY_TIMEOUT),
+        (19.0, 5.0, None, 20.0, None),
+    ],
+)
+def test_expired_names_the_timeout_that_ran_out(
+    now: float, since: float | None, timeout: float | None, body: float, which: str | None
+) -> None:
+    assert expired(now, since, timeout, body) == which
