@@ -16,6 +16,7 @@ from tests.test_scope import FakeServer, call, http_scope, read_body
 from triolette._scope import get_request_scope
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
+from triolette.middleware import Middleware
 from triolette.middleware.body_limit import RequestBodyLimitMiddleware
 from triolette.requests import Request
 from triolette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
@@ -459,3 +460,103 @@ async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojum
     assert server.status == 413
     assert ran == []
 
+
+
+# -- rs.owns(): the documented way to ask whether receive/send are the scope's own ----------
+
+
+class WrapBoth:
+    """A middleware that wraps receive and send (as logging or tracing middlewares do)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def wrapped_receive() -> Message:
+            message: Message = await receive()
+            self.seen.append(message["type"])
+            return message
+
+        async def wrapped_send(message: Message) -> None:
+            self.seen.append(message["type"])
+            await send(message)
+
+        await self.app(scope, wrapped_receive, wrapped_send)
+
+
+async def test_owns_tells_the_scopes_own_receive_and_send_from_wrapped_ones(autojump_clock: Any) -> None:
+    answers: list[tuple[bool, bool]] = []
+
+    async def endpoint(request: Request) -> Response:
+        rs = get_request_scope(request.scope)
+        assert rs is not None
+        answers.append((rs.owns(request.receive), rs.owns(rs.receive) and rs.owns(rs.send)))
+        return PlainTextResponse("ok")
+
+    for middleware in ([], [WrapBoth]):
+        app = Triolette(routes=[Route("/", endpoint)], middleware=[Middleware(m) for m in middleware])
+        server = FakeServer()
+        server.request()
+        await call(app, server)
+    assert answers == [(True, True), (False, True)]
+
+
+async def test_body_and_limit_through_a_middleware_that_wraps_receive(autojump_clock: Any) -> None:
+    wrapper: list[WrapBoth] = []
+
+    def wrap(app: Any) -> Any:
+        wrapper.append(WrapBoth(app))
+        return wrapper[0]
+
+    inner = Router(routes=[Route("/", read_body, methods=["POST"])])
+    app = Triolette(routes=[Mount("/", wrap(RequestBodyLimitMiddleware(inner, max_body_size=5)))])
+    server = FakeServer()
+    server.request(b"abc", more_body=True)
+    server.request(b"d")
+    await call(app, server, http_scope("POST"))
+    assert (server.status, server.body) == (200, b"4 bytes")
+    assert wrapper[0].seen[:2] == ["http.request", "http.request"]
+
+    server = FakeServer()
+    server.request(b"abc", more_body=True)
+    server.request(b"def")
+    await call(app, server, http_scope("POST"))
+    assert (server.status, server.body) == (413, b"Content Too Large")
+
+
+async def test_streaming_through_a_middleware_that_wraps_send(autojump_clock: Any) -> None:
+    async def chunks() -> Any:
+        for part in (b"a", b"b", b"c"):
+            yield part
+
+    async def endpoint(request: Request) -> Response:
+        return StreamingResponse(chunks())
+
+    app = Triolette(routes=[Route("/", endpoint)], middleware=[Middleware(WrapBoth)])
+    server = FakeServer()
+    server.request()
+    await call(app, server)
+    assert (server.status, server.body) == (200, b"abc")
+    assert server.response_complete
+
+
+async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_error(autojump_clock: Any) -> None:
+    async def chunks() -> Any:
+        yield b"a"
+        raise KeyError("midway")
+
+    async def endpoint(request: Request) -> Response:
+        return StreamingResponse(chunks())
+
+    async def on_key_error(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("handled", status_code=500)  # pragma: no cover
+
+    app = Triolette(
+        routes=[Route("/", endpoint)], middleware=[Middleware(WrapBoth)], exception_handlers={KeyError: on_key_error}
+    )
+    server = FakeServer()
+    server.request()
+    with pytest.raises(RuntimeError, match="Caught handled exception, but response already started"):
+        await call(app, server)
+    assert server.status == 200

@@ -9,15 +9,15 @@ compares what the app yields with what trio's own schedule point yields, read on
 import time (``probe()``). Should a future trio change that in a way the probe cannot read,
 ``SCHEDULE_POINT`` is None and ``drive()`` starts the watcher eagerly: slower, never wrong.
 
-The app's frames stay on the task's await chain (``drive`` is a generator-based coroutine
-that delegates with ``send``/``throw``), so ``Task.iter_await_frames()`` and stack dumps
-still show the endpoint.
+The app's frames stay on the task's await chain: ``drive`` delegates with ``yield from`` to
+a relay that looks like a coroutine to ``Task.iter_await_frames()``, so stack dumps of a
+request's task still show the endpoint.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import trio
@@ -49,27 +49,59 @@ def drive(
         start()
         yield from awaitable.__await__()
         return
-    coro: Coroutine[Any, Any, None] | Generator[Any, Any, None] = awaitable
-    value: Any = None
-    error: BaseException | None = None
-    started = False
-    while True:
-        try:
-            trap = coro.send(value) if error is None else coro.throw(error)
-        except StopIteration:
-            return
-        finally:  # trio's Error outcome holds an exception whose traceback holds this frame
-            value = error = None
-        if not started and needed(trap):
-            started = True
-            start()
-        try:
-            value = yield trap
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            error = exc
+    yield from _Relay(awaitable, needed, start)
+
+
+class _Relay:
+    """Steps a coroutine for ``drive``'s ``yield from``, looking at each trap it yields.
+
+    Looks like a coroutine to ``Task.iter_await_frames()`` (``cr_frame``, ``cr_await``), so
+    that a stack dump of the request's task goes on through the app down to the endpoint.
+    """
+
+    __slots__ = ("_coro", "_needed", "_start")
+
+    def __init__(
+        self,
+        coro: types.CoroutineType[Any, Any, None] | types.GeneratorType[Any, Any, None],
+        needed: Callable[[object], bool],
+        start: Callable[[], None],
+    ) -> None:
+        self._coro = coro
+        self._needed: Callable[[object], bool] | None = needed
+        self._start = start
+
+    def __iter__(self) -> _Relay:
+        return self
+
+    def __next__(self) -> object:
+        return self._look(self._coro.send(None))
+
+    def send(self, value: object) -> object:
+        return self._look(self._coro.send(value))
+
+    def throw(self, error: BaseException) -> object:
+        return self._look(self._coro.throw(error))
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def _look(self, trap: object) -> object:
+        needed = self._needed
+        if needed is not None and needed(trap):
+            self._needed = None  # started once: from now on the relay only passes traps on
+            self._start()
+        return trap
+
+    @property
+    def cr_frame(self) -> types.FrameType | None:
+        coro = self._coro
+        return coro.cr_frame if isinstance(coro, types.CoroutineType) else coro.gi_frame
+
+    @property
+    def cr_await(self) -> object:
+        coro = self._coro
+        return coro.cr_await if isinstance(coro, types.CoroutineType) else coro.gi_yieldfrom
 
 
 def is_schedule_point(trap: object) -> bool:

@@ -20,7 +20,6 @@ from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from triolette.applications import Triolette
-    from triolette.routing import Router
 
 # The Triolette apps whose lifespan is running in this trio run: what serve() drains on a signal.
 _RUNNING: trio.lowlevel.RunVar[list[Triolette]] = trio.lowlevel.RunVar("triolette_running_apps")
@@ -51,71 +50,8 @@ def registered(app: Triolette) -> Iterator[None]:
 
 # In a lifespan scope: the ids of the apps whose lifespans run in this lifespan tree, shared by
 # the whole tree, so that an app mounted twice (or mounted in its own sub-app) runs once.
-_TREE_KEY = "triolette.lifespan_tree"
-
-
-def mounted_apps(router: Router, scope: Scope) -> list[ASGIApp]:
-    """The apps mounted in ``router`` whose lifespan must run inside its own, in route order.
-
-    A mounted ``Triolette`` always has one (its ``app.nursery`` opens with it); a mounted
-    ``Router`` has one when it was given ``lifespan=`` or mounts an app that has one (a
-    ``Mount(routes=[...])`` is looked through). An app whose lifespan already runs in this
-    lifespan tree (the enclosing apps, an app mounted twice) is left out.
-    """
-    tree: set[int] = scope.setdefault(_TREE_KEY, set())
-    tree.add(id(router))
-    if "app" in scope:
-        tree.add(id(scope["app"]))
-    found: list[ASGIApp] = []
-    for app, base in _children(router):
-        if id(base) not in tree and _has_lifespan(base, set(tree)):
-            tree.add(id(base))
-            found.append(app)
-    return found
-
-
-def _children(router: Router) -> Iterator[tuple[ASGIApp, Any]]:
-    """(what to call, the app under any mount-level middleware) for each Mount/Host."""
-    from triolette.routing import Host, Mount
-
-    for route in router.routes:
-        if isinstance(route, Mount):
-            yield route.app, route._base_app
-        elif isinstance(route, Host):
-            yield route.app, route.app
-
-
-def _has_lifespan(app: Any, seen: set[int]) -> bool:
-    from triolette.applications import Triolette
-    from triolette.routing import Router, _no_lifespan
-
-    if isinstance(app, Triolette):
-        return True
-    if not isinstance(app, Router):
-        return False  # any other ASGI app is Starlette's business: it gets no lifespan
-    if app.lifespan_context is not _no_lifespan:
-        return True
-    seen = seen | {id(app)}
-    return any(id(base) not in seen and _has_lifespan(base, seen) for _, base in _children(app))
-
-
-def walk_apps(router: Router) -> Iterator[Any]:
-    """Every app reachable from ``router`` through Mount/Host (Routers looked through), once each."""
-    from triolette.applications import Triolette
-    from triolette.routing import Router
-
-    seen: set[int] = {id(router)}
-    stack = [router]
-    while stack:
-        for _, base in _children(stack.pop()):
-            if id(base) in seen:
-                continue
-            seen.add(id(base))
-            yield base
-            if isinstance(base, Triolette):
-                stack.append(base.router)
-            elif isinstance(base, Router):
-                stack.append(base)
+# Filled by routing's walk over the mounted apps (``routing.mounted_apps``).
+LIFESPAN_TREE_KEY = "triolette.lifespan_tree"
 
 
 async def run_lifespan(
@@ -182,8 +118,8 @@ def _child_scope(scope: Scope) -> Scope:
         child["state"] = scope["state"]  # shared: what a mounted lifespan yields reaches request.state too
     if "app" in scope:
         child["app"] = scope["app"]  # a mounted Router's lifespan gets the enclosing app
-    if _TREE_KEY in scope:
-        child[_TREE_KEY] = scope[_TREE_KEY]
+    if LIFESPAN_TREE_KEY in scope:
+        child[LIFESPAN_TREE_KEY] = scope[LIFESPAN_TREE_KEY]
     return child
 
 

@@ -15,7 +15,7 @@ import sniffio
 import trio
 
 from triolette._exception_handler import call_handler, lookup_handler
-from triolette._lifespan import registered, walk_apps
+from triolette._lifespan import registered
 from triolette._scope import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
@@ -34,7 +34,7 @@ from triolette.middleware.errors import ServerErrorMiddleware
 from triolette.middleware.exceptions import ExceptionMiddleware
 from triolette.requests import Request
 from triolette.responses import Response
-from triolette.routing import BaseRoute, Router
+from triolette.routing import BaseRoute, Router, walk_apps
 from triolette.types import ASGIApp, ExceptionHandler, Lifespan, Message, Receive, Scope, Send
 
 __all__ = ["Triolette"]

@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from datetime import datetime
 from email.utils import format_datetime, formatdate
@@ -546,5 +546,3 @@ class _open_file:
         with trio.CancelScope(shield=True), trio.move_on_after(10):
             await self.file.aclose()
 
-
-_ = (Awaitable, Callable)

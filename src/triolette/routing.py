@@ -13,14 +13,12 @@ import enum
 import functools
 import inspect
 import re
-import types
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-import trio
-
 from triolette._exception_handler import wrap_app_handling_exceptions
+from triolette._lifespan import LIFESPAN_TREE_KEY, run_lifespan
 from triolette._scope import SCOPE_KEY, check_size, check_timeout, get_request_scope, run_in_request_scope
 from triolette._utils import ConfigurationError, get_route_path, is_async_callable
 from triolette.concurrency import run_in_threadpool
@@ -593,8 +591,6 @@ class Router:
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the lifespan protocol around ``lifespan_context``, with the lifespans of the
         apps mounted here nested inside it (startup outer to inner, shutdown inner to outer)."""
-        from triolette._lifespan import mounted_apps, run_lifespan
-
         await run_lifespan(self.lifespan_context, scope, receive, send, mounted_apps(self, scope))
 
     def _candidates(self, route_path: str) -> list[BaseRoute]:
@@ -697,4 +693,73 @@ def _lifespan_context(lifespan: Any) -> Callable[[Any], AbstractAsyncContextMana
     return lifespan  # type: ignore[no-any-return]
 
 
-_ = (trio, types, Mapping)
+
+# -- the walk over mounted apps, for lifespans and the drain ---------------------------------
+
+def mounted_apps(router: Router, scope: Scope) -> list[ASGIApp]:
+    """The apps mounted in ``router`` whose lifespan must run inside its own, in route order.
+
+    A mounted application (a ``Triolette``: an app with a router of its own) always has one
+    (its ``app.nursery`` opens with it); a mounted ``Router`` has one when it was given
+    ``lifespan=`` or mounts an app that has one (a ``Mount(routes=[...])`` is looked through).
+    An app whose lifespan already runs in this lifespan tree (the enclosing apps, an app
+    mounted twice) is left out.
+    """
+    tree: set[int] = scope.setdefault(LIFESPAN_TREE_KEY, set())
+    tree.add(id(router))
+    if "app" in scope:
+        tree.add(id(scope["app"]))
+    found: list[ASGIApp] = []
+    for app, base in _children(router):
+        if id(base) not in tree and _has_lifespan(base, set(tree)):
+            tree.add(id(base))
+            found.append(app)
+    return found
+
+
+def _children(router: Router) -> Iterator[tuple[ASGIApp, Any]]:
+    """(what to call, the app under any mount-level middleware) for each Mount/Host."""
+    for route in router.routes:
+        if isinstance(route, Mount):
+            yield route.app, route._base_app
+        elif isinstance(route, Host):
+            yield route.app, route.app
+
+
+def _has_lifespan(app: Any, seen: set[int]) -> bool:
+    if _own_router(app) is not None:
+        return True
+    if not isinstance(app, Router):
+        return False  # any other ASGI app is Starlette's business: it gets no lifespan
+    if app.lifespan_context is not _no_lifespan:
+        return True
+    seen = seen | {id(app)}
+    return any(id(base) not in seen and _has_lifespan(base, seen) for _, base in _children(app))
+
+
+def walk_apps(router: Router) -> Iterator[Any]:
+    """Every app reachable from ``router`` through Mount/Host (Routers looked through), once each."""
+    seen: set[int] = {id(router)}
+    stack = [router]
+    while stack:
+        for _, base in _children(stack.pop()):
+            if id(base) in seen:
+                continue
+            seen.add(id(base))
+            yield base
+            inner = _own_router(base)
+            if inner is not None:
+                stack.append(inner)
+            elif isinstance(base, Router):
+                stack.append(base)
+
+
+def _own_router(app: Any) -> Router | None:
+    """The router of an application mounted here (a ``Triolette``), None for anything else.
+
+    Known by its shape, so that routing need not import applications (which imports routing).
+    """
+    if isinstance(app, Router):
+        return None
+    router = getattr(app, "router", None)
+    return router if isinstance(router, Router) and callable(getattr(app, "drain", None)) else None

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import html
 import inspect
-import sys
 import traceback
-from typing import Any
 
 from triolette._exception_handler import ResponseWatch, call_handler
 from triolette._scope import INTERNAL_EXCEPTIONS
@@ -122,5 +120,3 @@ class ServerErrorMiddleware:
     def error_response(self, request: Request, exc: BaseException) -> Response:
         return PlainTextResponse("Internal Server Error", status_code=500)
 
-
-_ = (sys, Any)
