@@ -77,11 +77,20 @@ class _Relay:
     def __next__(self) -> object:
         return self._look(self._coro.send(None))
 
+    # In send and throw, the frame must not keep what it passed on: trio's Error outcome (the
+    # value), or an exception, holds an exception whose traceback holds this frame: a cycle.
+
     def send(self, value: object) -> object:
-        return self._look(self._coro.send(value))
+        try:
+            return self._look(self._coro.send(value))
+        finally:
+            del value
 
     def throw(self, error: BaseException) -> object:
-        return self._look(self._coro.throw(error))
+        try:
+            return self._look(self._coro.throw(error))
+        finally:
+            del error
 
     def close(self) -> None:
         self._coro.close()

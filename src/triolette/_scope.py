@@ -169,6 +169,7 @@ class RequestScope(WebSocketSide):
         "_body_deadline",
         "_read_done",
         "_reader",
+        "_request_nursery",
         "_sending_since",
         "_sending_start",
         "_server_receive",
@@ -184,7 +185,6 @@ class RequestScope(WebSocketSide):
         "holdoff",
         "inbox",
         "limit",
-        "nursery",
         "outbox",
         "send_timeout",
         "settings",
@@ -193,7 +193,8 @@ class RequestScope(WebSocketSide):
         "ws_max_message_size",
     )
 
-    nursery: trio.Nursery
+    nursery: trio.Nursery  # where the request's own tasks go (for a WebSocket, not the handler's scope)
+    _request_nursery: trio.Nursery  # the request's cancel scope: deadline, disconnect, shutdown
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, settings: RequestSettings) -> None:
         self.asgi_scope = scope
@@ -295,7 +296,7 @@ class RequestScope(WebSocketSide):
         app_cancelled = False
         try:
             async with trio.open_nursery() as nursery:
-                self.nursery = nursery
+                self.nursery = self._request_nursery = nursery
                 if timeout is not None:
                     self.start_time = trio.current_time()
                     nursery.cancel_scope.deadline = self.start_time + timeout
@@ -328,7 +329,7 @@ class RequestScope(WebSocketSide):
             await self._after_cancel()
 
     async def _after_cancel(self) -> None:
-        cs = self.nursery.cancel_scope
+        cs = self._request_nursery.cancel_scope
         if self.is_websocket and self._ws_handler_scope.cancel_called:  # cancel(): the server shuts down
             await self._close_websocket(1001, "Server shutting down")
             return
@@ -386,7 +387,7 @@ class RequestScope(WebSocketSide):
         if self.start_time is None:
             self.start_time = trio.current_time()
         deadline = self.start_time + timeout
-        cs = self.nursery.cancel_scope
+        cs = self._request_nursery.cancel_scope
         if not earlier_only or deadline < cs.deadline:
             cs.deadline = deadline
 
@@ -404,10 +405,10 @@ class RequestScope(WebSocketSide):
 
     def cancel(self, reason: str) -> None:
         """Cancel everything this request runs, background work included (the drain's last step)."""
-        self.nursery.cancel_scope.cancel(reason=reason)
+        self._request_nursery.cancel_scope.cancel(reason=reason)
         if self._background_scope is not None:
             self._background_scope.cancel(reason=reason)
-        if self.is_websocket:  # the handler may be shielded after a disconnect: reach it too
+        if self.is_websocket:  # tells _after_cancel that the server shuts down
             self._ws_handler_scope.cancel(reason=reason)
 
     def stop_watching(self) -> None:
@@ -426,7 +427,7 @@ class RequestScope(WebSocketSide):
     def _start_watcher(self) -> None:
         if self.watcher is IDLE:
             self.watcher = RUNNING
-            self.nursery.start_soon(self._watch)
+            self._request_nursery.start_soon(self._watch)
 
     def _watcher_needed(self, trap: object) -> bool:
         """Whether the app, about to yield ``trap`` to trio, leaves the watcher a job.
@@ -519,11 +520,10 @@ class RequestScope(WebSocketSide):
 
     def _on_disconnect(self) -> None:
         if self.cancel_on_disconnect and not self.outbox.complete:
-            if self.is_websocket:  # the handler gets WebSocketDisconnect, its other tasks are cancelled
-                handler = self._ws_handler_scope
-                handler.shield = True
-                handler.deadline = min(handler.deadline, self.nursery.cancel_scope.deadline)
-            self.nursery.cancel_scope.cancel(reason="client disconnected")
+            if self.is_websocket:
+                self._ws_disconnected()
+            else:
+                self._request_nursery.cancel_scope.cancel(reason="client disconnected")
 
     # -- deadlines: decided in _conversation, enforced here ------------------------------
 
@@ -546,10 +546,10 @@ class RequestScope(WebSocketSide):
             self.inbox.lost()
             self.cut_short = SEND_TIMEOUT
             reason = f"client did not read within send_timeout ({self.send_timeout:g} s)"
-            self.nursery.cancel_scope.cancel(reason=reason)
+            self._request_nursery.cancel_scope.cancel(reason=reason)
         elif which is BODY_TIMEOUT:
             self.cut_short = BODY_TIMEOUT
-            self.nursery.cancel_scope.cancel(
+            self._request_nursery.cancel_scope.cancel(
                 reason=f"request body not received within body_timeout ({self.body_timeout:g} s)"
             )
 
