@@ -114,6 +114,9 @@ COMPLETE: Final = "body complete"
 OPEN: Final = "open"  # a WebSocket connection, before the client leaves
 GONE: Final = "client gone"
 
+_HTTP_DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+_WS_DISCONNECT: Final[Message] = {"type": "websocket.disconnect"}
+
 # What to do with a message the server handed out
 DELIVER: Final = "deliver"
 DROP: Final = "drop"
@@ -136,7 +139,7 @@ class Inbox:
         self.buffered = 0  # bytes in ``buffer``
         self.max_bytes = max_bytes
         self.max_messages = max_messages
-        self.disconnect: Message = {"type": "websocket.disconnect" if websocket else "http.disconnect"}
+        self.disconnect: Message = _WS_DISCONNECT if websocket else _HTTP_DISCONNECT  # never mutated
         self.error: BaseException | None = None  # raised by receive() while the watcher read
 
     def received(self, message: Message) -> str:

@@ -36,6 +36,7 @@ from triolette._conversation import (
     DROP,
     GONE,
     SEND_TIMEOUT,
+    SENDING,
     BodyLimit,
     BodyTooLarge,
     Inbox,
@@ -53,6 +54,7 @@ from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_BUFFER_BYTES",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_WS_MAX_MESSAGE_SIZE",
@@ -712,13 +714,17 @@ class RequestScope(WebSocketSide):
             await trio.lowlevel.checkpoint()
             return
         message = {"type": "http.response.body", "body": body, "more_body": True}
-        self.outbox.send(message)
+        outbox = self.outbox
+        if outbox.state is not SENDING:  # a chunk with more to come leaves SENDING as it is
+            outbox.send(message)
         await self._timed_send(message)
 
     async def _timed_send(self, message: Message) -> None:
         """Send, with the watcher timing the send (``send_timeout``)."""
         self._sending_since = trio.current_time()
-        self._rearm_watchdog()
+        cs = self._watcher_scope
+        if cs is not None and cs.deadline == math.inf:  # a later send finds the watcher armed already
+            self._rearm_watchdog()
         try:
             await self._server_send(message)
         finally:
