@@ -135,7 +135,8 @@ async def test_disconnect_cancels_the_connections_tasks_and_the_handler_gets_web
             await websocket.receive_text()
         except WebSocketDisconnect as exc:
             seen.append(("handler", exc.code))
-            await trio.lowlevel.checkpoint()  # the handler itself is not cancelled: it may still await
+            with trio.CancelScope(shield=True):  # cleanup that awaits: shielded, as in any cancelled request
+                await trio.lowlevel.checkpoint()
             seen.append("handler finished its cleanup")
 
     peer = Peer(ws_app(handler))
@@ -208,8 +209,11 @@ async def test_a_handler_in_send_when_the_client_leaves_gets_websocketdisconnect
             await websocket.send_text("never read")
         except WebSocketDisconnect as exc:
             seen.append(("send", exc.code))
-            await trio.lowlevel.checkpoint()  # told, not cancelled: it may still await its cleanup
-            seen.append("cleanup done")
+            try:
+                await trio.lowlevel.checkpoint()
+            except trio.Cancelled as cancelled:  # the request is cancelled too, as any request the client left
+                seen.append(("then cancelled", cancelled.reason))
+                raise
 
     to_app, inbox = trio.open_memory_channel[Message](math.inf)
     sent: list[Message] = []
@@ -230,11 +234,11 @@ async def test_a_handler_in_send_when_the_client_leaves_gets_websocketdisconnect
             to_app.send_nowait({"type": "websocket.disconnect", "code": 1006})
         assert trio.current_time() == 1
         nursery.cancel_scope.cancel()
-    assert seen == [("send", 1006), "cleanup done"]
+    assert seen == [("send", 1006), ("then cancelled", "client disconnected")]
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]
 
 
-async def test_an_outer_cancellation_reaches_a_handler_told_of_the_disconnect(autojump_clock: trio.abc.Clock) -> None:
+async def test_a_handler_lingering_after_the_disconnect_is_cancelled(autojump_clock: trio.abc.Clock) -> None:
     outcome: list[object] = []
 
     async def handler(websocket: WebSocket) -> None:
@@ -244,8 +248,8 @@ async def test_an_outer_cancellation_reaches_a_handler_told_of_the_disconnect(au
         except WebSocketDisconnect:
             try:
                 await lingering.wait()  # a handler that lingers after the client left
-            except trio.Cancelled:
-                outcome.append(trio.current_time())
+            except trio.Cancelled as exc:
+                outcome.append((trio.current_time(), exc.reason))
                 raise
 
     lingering = trio.Event()
@@ -257,9 +261,9 @@ async def test_an_outer_cancellation_reaches_a_handler_told_of_the_disconnect(au
             await peer.connect()
             await peer.disconnect()
             await trio.sleep(5)
-            nursery.cancel_scope.cancel()  # the server cancels the connection's task
+            nursery.cancel_scope.cancel()  # the server cancels the connection's task: nothing shields the handler
         outer.cancel_scope.cancel()
-    assert outcome == [5]
+    assert outcome == [(0, "client disconnected")]
 
 
 async def test_a_websocketdisconnect_left_uncaught_after_the_client_left_is_not_an_error() -> None:
@@ -610,7 +614,7 @@ async def test_draining_closes_a_connection_with_1001_after_the_graceful_timeout
     assert cancelled == ["server shutting down"]
 
 
-async def test_draining_reaches_a_handler_shielded_after_a_disconnect(autojump_clock: trio.abc.Clock) -> None:
+async def test_draining_reaches_a_handler_lingering_after_a_disconnect(autojump_clock: trio.abc.Clock) -> None:
     outcome: list[object] = []
 
     async def handler(websocket: WebSocket) -> None:
@@ -624,7 +628,7 @@ async def test_draining_reaches_a_handler_shielded_after_a_disconnect(autojump_c
                 outcome.append(exc.reason)
                 raise
 
-    app = ws_app(handler)
+    app = ws_app(handler, cancel_on_disconnect=False)  # the disconnect alone does not end it
     peer = Peer(app)
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:

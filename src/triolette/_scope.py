@@ -23,8 +23,8 @@ response is over: its cancel scope is cancelled) and ``DONE``.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Final
 
 import trio
 
@@ -522,10 +522,7 @@ class RequestScope(WebSocketSide):
 
     def _on_disconnect(self) -> None:
         if self.cancel_on_disconnect and not self.outbox.complete:
-            if self.is_websocket:
-                self._ws_disconnected()
-            else:
-                self._request_nursery.cancel_scope.cancel(reason="client disconnected")
+            self._request_nursery.cancel_scope.cancel(reason="client disconnected")
 
     # -- deadlines: decided in _conversation, enforced here ------------------------------
 
@@ -556,9 +553,11 @@ class RequestScope(WebSocketSide):
             )
 
     def _start_body_clock(self) -> None:
-        """The endpoint starts reading the body: from now on it has body_timeout seconds."""
-        if self._body_deadline == math.inf and self.body_timeout is not None and not self.inbox.complete:
-            self._body_deadline = trio.current_time() + self.body_timeout
+        """The endpoint starts reading the body: from now on it has body_timeout seconds
+        (called when the clock has not started yet and there is a body_timeout)."""
+        timeout = self.body_timeout
+        if timeout is not None and not self.inbox.complete:
+            self._body_deadline = trio.current_time() + timeout
             self._rearm_watchdog()
 
     # -- receive -----------------------------------------------------------------------
@@ -596,12 +595,14 @@ class RequestScope(WebSocketSide):
         if inbox.error is not None:
             inbox.raise_error()
         if inbox.state is GONE:
-            await trio.lowlevel.checkpoint()
+            if not self.is_websocket:  # a WebSocket handler gets its WebSocketDisconnect before any cancellation
+                await trio.lowlevel.checkpoint()
             return dict(inbox.disconnect)
-        if self.limit.declared_over():
+        if self.limit.declared_over:
             raise BodyTooLarge
         self.holdoff += 1
-        self._start_body_clock()  # also while waiting below for the watcher's read to end
+        if self._body_deadline == math.inf and self.body_timeout is not None:
+            self._start_body_clock()  # also while waiting below for the watcher's read to end
         try:
             while self._reader:
                 done = self._read_done
@@ -635,9 +636,10 @@ class RequestScope(WebSocketSide):
                 if inbox.buffer or self._reader or inbox.state is GONE or inbox.error is not None:
                     message = await self.receive()  # buffered, being read by the watcher, or gone
                 else:
-                    if limit.declared_over():
+                    if limit.declared_over:
                         raise BodyTooLarge
-                    self._start_body_clock()
+                    if self._body_deadline == math.inf and self.body_timeout is not None:
+                        self._start_body_clock()
                     message = await self._read(APP)
                     if message["type"] == "http.request":
                         limit.count(len(message.get("body", b"")))
@@ -680,21 +682,21 @@ class RequestScope(WebSocketSide):
         """The app's ``send``: checks the message against the response's state, drops it
         once the client is gone, and times long sends."""
         if self.inbox.state is GONE:
-            await trio.lowlevel.checkpoint()
             if self.is_websocket:
-                raise ClientGone
+                raise ClientGone  # at once: the handler gets WebSocketDisconnect before any cancellation
+            await trio.lowlevel.checkpoint()
             return
         if self.is_websocket:
             await self._send_websocket(message)
             return
         kind = message["type"]
-        self.outbox.send(message)
         if kind == "http.response.body":
-            if message.get("more_body", False) or len(message.get("body", b"")) >= _LONG_SEND:
+            if self.outbox.body(message) or len(message.get("body", b"")) >= _LONG_SEND:
                 await self._timed_send(message)
                 return
         elif kind == "http.response.start":
-            if self.limit.declared_over() and not self.inbox.complete:
+            self.outbox.start(message)
+            if self.limit.declared_over and not self.inbox.complete:
                 # Starlette answers 413 to an over-long Content-Length even if the body was never read.
                 self.outbox.send({"type": "http.response.body"})
                 await self._server_send(_TOO_LARGE_START)
@@ -706,21 +708,25 @@ class RequestScope(WebSocketSide):
             finally:
                 self._sending_start = False
             return
+        else:
+            self.outbox.send(message)  # early hints, trailers, pathsend, debug
         await self._server_send(message)
 
-    async def send_chunk(self, body: bytes | memoryview) -> None:
-        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path."""
+    def send_chunk(self, body: bytes | memoryview) -> Coroutine[Any, Any, bool]:
+        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path.
+        Await it; it answers False, having sent nothing, once the client has gone.
+
+        A plain method that hands back ``_timed_send``'s coroutine: one coroutine per chunk."""
         if self.inbox.state is GONE:
-            await trio.lowlevel.checkpoint()
-            return
+            return _gone()
         message = {"type": "http.response.body", "body": body, "more_body": True}
         outbox = self.outbox
         if outbox.state is not SENDING:  # a chunk with more to come leaves SENDING as it is
             outbox.send(message)
-        await self._timed_send(message)
+        return self._timed_send(message)
 
-    async def _timed_send(self, message: Message) -> None:
-        """Send, with the watcher timing the send (``send_timeout``)."""
+    async def _timed_send(self, message: Message) -> bool:
+        """Send, with the watcher timing the send (``send_timeout``); True once sent."""
         self._sending_since = trio.current_time()
         cs = self._watcher_scope
         if cs is not None and cs.deadline == math.inf:  # a later send finds the watcher armed already
@@ -729,6 +735,12 @@ class RequestScope(WebSocketSide):
             await self._server_send(message)
         finally:
             self._sending_since = None
+        return True
+
+
+async def _gone() -> bool:
+    await trio.lowlevel.checkpoint()
+    return False
 
 
 async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from triolette import _lazystart
-from triolette._conversation import DENIAL, Outbox
-from triolette._utils import raise_child
+from triolette._conversation import DENIAL, GONE, Outbox
 from triolette.exceptions import WebSocketDisconnect
 from triolette.types import ASGIApp, Message, Scope, Send
 
@@ -34,31 +33,17 @@ class ClientGone(Exception):
 class WebSocketSide:
     """The WebSocket half of a RequestScope (see ``_scope.py`` for the attributes it shares).
 
-    The connection's own tasks (``websocket.nursery``) live in a nursery of their own, held
-    open by a task of the request nursery, so that a disconnect can cancel them without
-    cancelling the handler. The handler runs in its own cancel scope, never shielded, so an
-    outer cancellation (a deadline, the server shutting down, a cancelled connection) always
-    reaches it. When the client leaves:
-
-    - a handler in ``receive_*``/``send_*`` (or entering one) gets ``WebSocketDisconnect``,
-      and may still await its cleanup;
-    - a handler blocked anywhere else (a pub/sub feed, an event) is cancelled, with reason
-      ``"client disconnected"``: no handler outlives its connection;
-    - the connection's tasks are cancelled.
+    The handler runs in the request nursery, in a cancel scope of its own that is never
+    shielded: an outer cancellation (a deadline, the server shutting down, a cancelled
+    connection) always reaches it. When the client leaves, the request is cancelled with
+    reason ``"client disconnected"``, as an HTTP request is: the connection's tasks end, a
+    handler blocked anywhere but the socket (a pub/sub feed, an event) is cancelled there,
+    and a handler in (or entering) ``receive_*``/``send_*`` gets ``WebSocketDisconnect``,
+    as in Starlette, before the cancellation reaches its next checkpoint. No handler
+    outlives its connection; cleanup that must await goes under a shielded, bounded scope.
     """
 
-    __slots__ = (
-        "_background_scope",
-        "_handler_task",
-        "_tasks_done",
-        "_ws_busy",
-        "_ws_handler_scope",
-        "_ws_send_scope",
-        "_ws_send_turn",
-        "_ws_sending",
-        "is_websocket",
-        "nursery",
-    )
+    __slots__ = ("_background_scope", "_ws_handler_scope", "_ws_send_turn", "_ws_sending", "is_websocket", "nursery")
 
     # Shared with RequestScope, which defines them.
     asgi_scope: Scope
@@ -70,6 +55,7 @@ class WebSocketSide:
     _server_send: Send
     is_websocket: bool
     _background_scope: trio.CancelScope | None
+    cut_short: str | None
 
     if TYPE_CHECKING:
 
@@ -80,7 +66,7 @@ class WebSocketSide:
 
         async def send(self, message: Message) -> None: ...
 
-        async def _timed_send(self, message: Message) -> None: ...
+        async def _timed_send(self, message: Message) -> bool: ...
 
         def _watcher_needed(self, trap: object) -> bool: ...
 
@@ -92,69 +78,20 @@ class WebSocketSide:
         """Run a WebSocket handler; see the class docstring."""
         self._ws_sending = False
         self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
-        self._ws_send_scope: trio.CancelScope | None = None
-        self._ws_busy = 0  # the handler is inside receive() or send()
-        self._handler_task = trio.lowlevel.current_task()
-        self._tasks_done = trio.Event()
-        self.nursery = await self._request_nursery.start(self._hold_tasks)
-        try:
-            with trio.CancelScope() as self._ws_handler_scope:
-                try:
-                    await _lazystart.drive(
-                        app(self.asgi_scope, self._ws_receive, self._ws_send), self._watcher_needed, self._start_watcher
-                    )
-                except Exception as exc:
-                    if not self._says_closed(exc):
-                        await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
-                        raise
-                else:
-                    await self._close_websocket(1000)  # the handler returned, the connection ends
-        finally:
-            if self.nursery.child_tasks:  # its tasks end with it
-                self.nursery.cancel_scope.cancel(reason="websocket closed")
-            self._tasks_done.set()
-
-    async def _hold_tasks(self, task_status: trio.TaskStatus[trio.Nursery]) -> None:
-        """Hold the connection's task nursery open until the handler is done."""
-        try:
-            async with trio.open_nursery() as tasks:
-                task_status.started(tasks)
-                await self._tasks_done.wait()
-        except BaseExceptionGroup as group:
-            if group.subgroup(trio.Cancelled) is None:
-                raise_child(group)  # one failing task: its own exception, for the request nursery
-            raise
-
-    async def _ws_receive(self) -> Message:
-        """``receive`` as the handler's app sees it: notes that the handler is reading."""
-        if trio.lowlevel.current_task() is not self._handler_task:
-            return await self.receive()
-        self._ws_busy += 1
-        try:
-            return await self.receive()
-        finally:
-            self._ws_busy -= 1
-
-    async def _ws_send(self, message: Message) -> None:
-        """``send`` as the handler's app sees it: notes that the handler is sending."""
-        if trio.lowlevel.current_task() is not self._handler_task:
-            await self.send(message)
-            return
-        self._ws_busy += 1
-        try:
-            await self.send(message)
-        finally:
-            self._ws_busy -= 1
-
-    def _ws_disconnected(self) -> None:
-        """The client left while the connection was open: cancel its tasks; tell the handler."""
-        self.nursery.cancel_scope.cancel(reason="client disconnected")
-        if self._ws_busy:  # in receive() it gets the disconnect; a send in progress stops
-            scope = self._ws_send_scope
-            if scope is not None:
-                scope.cancel(reason="client disconnected")
-        else:
-            self._ws_handler_scope.cancel(reason="client disconnected")
+        with trio.CancelScope() as self._ws_handler_scope:
+            try:
+                await _lazystart.drive(
+                    app(self.asgi_scope, self.receive, self.send), self._watcher_needed, self._start_watcher
+                )
+            except Exception as exc:
+                if not self._says_closed(exc):
+                    await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
+                    raise
+            else:
+                await self._close_websocket(1000)  # the handler returned, the connection ends
+        watching = self.watcher == "running"
+        if len(self.nursery.child_tasks) > int(watching):  # its tasks end with it (run() ends the watcher)
+            self.nursery.cancel_scope.cancel(reason="websocket closed")
 
     def _says_closed(self, exc: Exception) -> bool:
         """Whether ``exc`` only reports that the connection had closed (nothing to log)."""
@@ -181,19 +118,20 @@ class WebSocketSide:
         else:
             self._ws_sending = True
         try:
-            if self.disconnected:
-                await trio.lowlevel.checkpoint()
-                raise ClientGone
+            if self.inbox.state is GONE:
+                raise ClientGone  # at once, not at a checkpoint: the handler gets WebSocketDisconnect
             self.outbox.send(message)
-            with trio.CancelScope() as scope:
-                self._ws_send_scope = scope
+            try:
                 if message["type"] == "websocket.send":
                     await self._timed_send(message)
                 else:
                     await self._server_send(message)
-            self._ws_send_scope = None
-            if scope.cancelled_caught:
-                raise ClientGone  # the client left while this message was being sent
+            except trio.Cancelled:
+                if self.inbox.gone and self.cut_short is None:
+                    # The client left during this send: say so, as Starlette does (the
+                    # cancellation reaches the handler at its next checkpoint).
+                    raise ClientGone from None
+                raise
         finally:
             turn = self._ws_send_turn
             if turn is None or not turn.unpark():

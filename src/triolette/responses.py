@@ -289,10 +289,11 @@ class StreamingResponse(Response):
             async for chunk in iterator:
                 if not isinstance(chunk, _BYTES):
                     chunk = chunk.encode(charset)
-                if rs is not None and rs.disconnected:
-                    return
                 if direct:
-                    await rs.send_chunk(chunk)  # type: ignore[union-attr]  # direct implies rs
+                    if not await rs.send_chunk(chunk):  # type: ignore[union-attr]  # direct implies rs
+                        return  # the client has gone
+                elif rs is not None and rs.disconnected:
+                    return
                 else:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
