@@ -522,6 +522,8 @@ class RequestScope(WebSocketSide):
 
     def _on_disconnect(self) -> None:
         if self.cancel_on_disconnect and not self.outbox.complete:
+            if self.is_websocket and self._ws_handler_told():
+                return  # it gets WebSocketDisconnect and a bounded grace for its cleanup
             self._request_nursery.cancel_scope.cancel(reason="client disconnected")
 
     # -- deadlines: decided in _conversation, enforced here ------------------------------
@@ -608,7 +610,10 @@ class RequestScope(WebSocketSide):
                 done = self._read_done
                 if done is None:
                     done = self._read_done = trio.Event()
-                await done.wait()
+                if self.is_websocket:
+                    await self._ws_wait(done)  # notes whether the handler itself is waiting
+                else:
+                    await done.wait()
                 if inbox.buffer:
                     return self._account(inbox.pop())
                 if inbox.error is not None:
