@@ -532,6 +532,21 @@ def test_malformed_host_header_is_never_a_500(host: str) -> None:
     assert app_client.get("/users", headers={"host": host}).status_code in (200, 404)
 
 
+@pytest.mark.parametrize("host", ["api.example.org:evil", "api.example.org:", "[V1.foo]"])
+def test_unparsable_host_header_matches_no_host_route(host: str) -> None:
+    routes = Router([Route("/users", users)])
+    router = Router([Host("{sub}.example.org", app=routes), Host("api.example.org", app=routes)])
+    response = TestClient(router).get("/users", headers={"host": host})
+    assert response.status_code == 404
+
+
+def test_host_route_matching_is_case_insensitive() -> None:
+    router = Router([Host("{subdomain}.Example.org", app=Router([Route("/", echo_scope)]))])
+    response = TestClient(router, base_url="http://Sub.example.ORG").get("/")
+    assert response.status_code == 200
+    assert response.json()["params"] == {"subdomain": "sub"}
+
+
 def test_host_url_path_for() -> None:
     router = host_router()
     url = router.url_path_for("subdomain:users", sub="acme")

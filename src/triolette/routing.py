@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import trio
 
 from triolette._exception_handler import wrap_app_handling_exceptions
+from triolette._host import parse_host
 from triolette._scope import SCOPE_KEY, check_timeout, get_request_scope, run_in_request_scope
 from triolette._utils import ConfigurationError, get_route_path, is_async_callable
 from triolette.concurrency import run_in_threadpool
@@ -152,7 +153,8 @@ def compile_path(path: str) -> tuple[re.Pattern[str], str, dict[str, Convertor[A
         tail = tail.rsplit(":", 1)[0]  # Host matching ignores the port
     regex += re.escape(tail) + "$"
     path_format += path[idx:]
-    return re.compile(regex), path_format, convertors
+    # Host names are case-insensitive (RFC 9110 section 4.2.3); a Host route matches the lowercased host.
+    return re.compile(regex, re.IGNORECASE if is_host else 0), path_format, convertors
 
 
 def _convert(convertors: dict[str, Convertor[Any]], matched: dict[str, str]) -> dict[str, Any]:
@@ -487,10 +489,10 @@ class Host(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] in ("http", "websocket"):
-            host = Headers(scope=scope).get("host", "")
-            if not host.endswith("]"):
-                host = host.rsplit(":", 1)[0]
-            match = self.host_regex.match(host)
+            parsed = parse_host(Headers(scope=scope).get("host"))
+            if parsed is None:  # a malformed Host header matches no Host route
+                return Match.NONE, {}
+            match = self.host_regex.match(parsed.host.lower())
             if match:
                 path_params = dict(scope.get("path_params", ()))
                 path_params.update(_convert(self.param_convertors, match.groupdict()))
