@@ -497,3 +497,9 @@ async def test_uppercase_ipvfuture_host_header_falls_back_to_the_server_address(
     await app(scope, receiving({"type": "http.request", "body": b""}), send)
     assert sent[0]["status"] == 200
     assert sent[1]["body"] == b"http://example.com/p /p http://example.com/"
+
+
+def test_cookies_merge_every_cookie_header_later_names_override() -> None:
+    scope = http_scope(headers=[(b"cookie", b"a=1; b=2"), (b"host", b"testserver"), (b"cookie", b"b=3; c=4")])
+    assert Request(scope).cookies == {"a": "1", "b": "3", "c": "4"}
+    assert Request(http_scope(headers=[])).cookies == {}

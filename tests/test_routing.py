@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from triolette.applications import Triolette
 from triolette.convertors import IntegerConvertor, StringConvertor
 from triolette.datastructures import URLPath
 from triolette.endpoints import HTTPEndpoint
+from triolette.exceptions import TrioletteDeprecationWarning
 from triolette.middleware import Middleware
 from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, Response
@@ -711,7 +712,25 @@ def test_lifespan_on_a_router() -> None:
     assert events == ["start", "stop"]
 
 
-def test_lifespan_async_generator_is_accepted_and_sync_one_refused() -> None:
+def test_generator_function_lifespan_is_accepted_with_a_deprecation_warning() -> None:
+    events: list[str] = []
+
+    def sync_gen(app: Any) -> Iterator[None]:
+        events.append("sync up")
+        yield
+        events.append("sync down")
+
+    with pytest.warns(
+        TrioletteDeprecationWarning,
+        match=r"^generator function lifespans are deprecated, use an @contextlib\.asynccontextmanager function",
+    ):
+        router = Router(lifespan=sync_gen)
+    with TestClient(router):
+        assert events == ["sync up"]
+    assert events == ["sync up", "sync down"]
+
+
+def test_async_generator_function_lifespan_is_accepted_with_a_deprecation_warning() -> None:
     events: list[str] = []
 
     async def agen(app: Any) -> AsyncIterator[None]:
@@ -719,15 +738,14 @@ def test_lifespan_async_generator_is_accepted_and_sync_one_refused() -> None:
         yield
         events.append("down")
 
-    with TestClient(Router(lifespan=agen)):
-        pass
+    with pytest.warns(
+        TrioletteDeprecationWarning,
+        match=r"^async generator function lifespans are deprecated, use an @contextlib\.asynccontextmanager function",
+    ):
+        router = Router(lifespan=agen)
+    with TestClient(router):
+        assert events == ["up"]
     assert events == ["up", "down"]
-
-    def sync_gen(app: Any) -> Any:  # pragma: no cover - refused before it runs
-        yield
-
-    with pytest.raises(ConfigurationError, match="lifespan must be an async context manager factory"):
-        Router(lifespan=sync_gen)
     with TestClient(Router()):  # no lifespan: startup and shutdown complete
         pass
 
@@ -831,3 +849,12 @@ async def test_websocket_on_a_bare_router_without_route_closes() -> None:
 
 def test_url_path_type() -> None:
     assert isinstance(app_router.url_path_for("homepage"), URLPath)
+
+
+def test_url_path_for_substitutes_parameters_in_one_pass() -> None:
+    router = Router([Route("/{category}/{id}", homepage, name="item")])
+    assert router.url_path_for("item", category="{id}", id="42") == "/{id}/42"
+    assert router.url_path_for("item", category="a", id="{category}") == "/a/{category}"
+    host = Host("{sub}.example.org", app=Router([Route("/{page}", homepage, name="page")]), name="site")
+    url = Router([host]).url_path_for("site:page", sub="{page}", page="p")
+    assert (url, url.host) == ("/p", "{page}.example.org")

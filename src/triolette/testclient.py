@@ -15,8 +15,9 @@ it to finish. The app's exceptions are raised in the test (``raise_server_except
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import unquote
@@ -27,9 +28,12 @@ from httpx._decoders import ByteChunker, LineDecoder, TextChunker, TextDecoder
 
 from triolette._testclient_ws import AsyncWebSocketTestSession, WebSocketDenialResponse, WebSocketTestSession
 from triolette._testing import HTTPExchange, LifespanRunner, Portal, task_group
-from triolette.types import ASGIApp, Scope
+from triolette._utils import is_async_callable
+from triolette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "ASGI2App",
+    "ASGIInstance",
     "AsyncTestClient",
     "AsyncWebSocketTestSession",
     "TestClient",
@@ -37,9 +41,40 @@ __all__ = [
     "WebSocketTestSession",
 ]
 
+ASGIInstance = Callable[[Receive, Send], Awaitable[None]]
+"""What an ASGI 2 app returns for a scope: the instance that is called with ``receive`` and ``send``."""
+ASGI2App = Callable[[Scope], ASGIInstance]
+"""An ASGI 2 ("double callable") app: ``app(scope)`` returns ``instance(receive, send)``."""
+
 S = TypeVar("S")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+
+
+def _is_asgi3(app: object) -> bool:
+    """An ASGI 3 app is a coroutine function (or an object whose ``__call__`` is one); a class is
+    ASGI 3 only if its instances are awaitable. Anything else is taken for an ASGI 2 app."""
+    if inspect.isclass(app):
+        return hasattr(app, "__await__")
+    return is_async_callable(app)
+
+
+class _WrapASGI2:
+    """An ASGI 2 app, called as ASGI 3: ``app(scope)`` gives the instance, then ``instance(receive, send)``."""
+
+    def __init__(self, app: ASGI2App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        instance = self.app(scope)
+        await instance(receive, send)
+
+
+def as_asgi3(app: ASGIApp | ASGI2App) -> ASGIApp:
+    """``app`` itself if it is an ASGI 3 app, else ``app`` wrapped to be called as one."""
+    if _is_asgi3(app):
+        return app  # type: ignore[return-value]  # checked just above
+    return _WrapASGI2(app)  # type: ignore[arg-type]  # not ASGI 3, so ASGI 2
 
 
 def _scope_for(
@@ -202,7 +237,7 @@ class TestClient(httpx.Client):
         follow_redirects: bool = True,
         client: tuple[str, int] = ("testclient", 50000),
     ) -> None:
-        self.app = app
+        self.app = app = as_asgi3(app)  # an ASGI 2 app is called as ASGI 3
         self.app_state: dict[str, Any] = {}
         self.portal: Portal | None = None
         self._lifespan: LifespanRunner | None = None
@@ -582,7 +617,7 @@ class AsyncTestClient(httpx.AsyncClient):
         follow_redirects: bool = True,
         client: tuple[str, int] = ("testclient", 50000),
     ) -> None:
-        self.app = app
+        self.app = app = as_asgi3(app)  # an ASGI 2 app is called as ASGI 3
         self.app_state: dict[str, Any] = {}
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._test_transport = _AsyncTestClientTransport(
