@@ -438,3 +438,17 @@ async def test_leaving_a_websocket_session_waits_for_an_app_that_takes_the_disco
         pass
     assert log == ["websocket.disconnect", "cleaned up"]
     assert trio.current_time() == 5
+
+
+def test_closing_the_client_raises_what_an_aborted_stream_raised() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()  # the request
+        message = await receive()  # the client closing hands it the disconnect
+        raise KeyError(f"broke on {message['type']}")
+
+    client = TestClient(app)
+    client.send(client.build_request("GET", "/"), stream=True)
+    with pytest.raises(KeyError, match=r"broke on http\.disconnect"):
+        client.close()
+    assert client.is_closed

@@ -188,7 +188,6 @@ class _PortalStream(httpx.SyncByteStream):
         self._exchange = exchange
         self._method = method
         self._on_close = on_close
-        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -207,9 +206,6 @@ class _PortalStream(httpx.SyncByteStream):
         self._close(self._exchange.abort)
 
     def _close(self, how: Callable[[], Awaitable[None]]) -> None:
-        if self._closed:
-            return
-        self._closed = True
         try:
             self._portal.call(how)
         finally:

@@ -408,3 +408,50 @@ def test_base_middleware_runs_a_background_task_set_on_the_call_next_response() 
     response = TestClient(app).get("/")
     assert response.text == "ok"
     assert events == ["middleware", "endpoint"]
+
+
+async def test_base_middleware_passes_trailers_on_in_order_after_the_body() -> None:
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"data", "more_body": True})
+        await send({"type": "http.response.early_hint", "links": [b"</late.css>; rel=preload"]})
+        await send({"type": "http.response.body", "body": b"!"})
+        await send({"type": "http.response.trailers", "headers": [(b"x-a", b"1")], "more_trailers": True})
+        await send({"type": "http.response.trailers", "headers": [(b"x-b", b"2")]})
+
+    sent = await run_raw(BaseHTTPMiddleware(endpoint, dispatch=passthrough), {"http.response.trailers": {}})
+    assert [m["type"] for m in sent] == [
+        "http.response.start",
+        "http.response.body",
+        "http.response.early_hint",
+        "http.response.body",
+        "http.response.trailers",
+        "http.response.trailers",
+    ]
+    assert sent[0]["trailers"] is True
+    assert sent[3] == {"type": "http.response.body", "body": b"!"}
+    assert [m["headers"] for m in sent[4:]] == [[(b"x-a", b"1")], [(b"x-b", b"2")]]
+
+
+def test_base_middleware_trailers_reach_the_test_client() -> None:
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"data"})
+        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
+
+    response = TestClient(BaseHTTPMiddleware(endpoint, dispatch=passthrough)).get("/")
+    assert response.content == b"data"
+    assert response.extensions["http.response.trailers"] == [(b"x-checksum", b"abc")]
+
+
+async def test_base_middleware_downstream_receive_after_the_response_is_a_disconnect() -> None:
+    heard: list[str] = []
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await PlainTextResponse("ok")(scope, receive, send)
+        heard.append((await receive())["type"])  # after the middleware sent the whole response
+
+    sent = await run_raw(BaseHTTPMiddleware(endpoint, dispatch=passthrough), {})
+    assert b"".join(m.get("body", b"") for m in sent) == b"ok"
+    assert heard == ["http.disconnect"]
