@@ -102,8 +102,6 @@ class _Downstream:
                     self.debug_info = message.get("info")
                 else:  # early hints, and anything else that comes before the start
                     await self.upstream_send(message)
-            elif kind == "http.response.early_hint":
-                await self.upstream_send(message)
             else:  # pathsend, trailers, anything else after the start: in order with the body
                 await self.chunks_in.send(message)
                 last = kind == "http.response.pathsend" or (
