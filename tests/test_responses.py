@@ -671,3 +671,12 @@ async def test_range_on_a_file_that_shrank_after_stat_raises(file: Path, ranges:
         await response(scope, never_receive, sent)
     assert sent.messages[0]["status"] == 206
     assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in sent.messages)
+
+
+@pytest.mark.parametrize(
+    ("asgi", "version"), [({}, (2, 0)), ({"spec_version": "2.4"}, (2, 4)), ({"spec_version": "2.x"}, (2, 0))]
+)
+def test_spec_version_is_read_from_the_scope_default_2_0(asgi: dict[str, str], version: tuple[int, int]) -> None:
+    from triolette.responses import _spec_version
+
+    assert _spec_version({"type": "http", "asgi": asgi}) == version

@@ -858,3 +858,11 @@ def test_url_path_for_substitutes_parameters_in_one_pass() -> None:
     host = Host("{sub}.example.org", app=Router([Route("/{page}", homepage, name="page")]), name="site")
     url = Router([host]).url_path_for("site:page", sub="{page}", page="p")
     assert (url, url.host) == ("/p", "{page}.example.org")
+
+
+def test_replace_params_leaves_unknown_placeholders_and_returns_the_unused_params() -> None:
+    from triolette.routing import replace_params
+
+    convertors = {"a": StringConvertor(), "b": IntegerConvertor()}
+    assert replace_params("/{a}/{b}", convertors, {"a": "x", "c": "y"}) == ("/x/{b}", {"c": "y"})
+    assert replace_params("/static", convertors, {"a": "x"}) == ("/static", {"a": "x"})
