@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import trio
 
+from triolette._utils import raise_single
 from triolette.broadcast._hub import BroadcastUnavailable, Hub, SlowPolicy, Subscriber, SubscriberTooSlow
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ SCHEMES = ("memory://", "redis://", "rediss://")
 
 class Backend(Protocol):  # pragma: no cover - a type, not code
     async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+    def close(self) -> None: ...
     def listen(self, channel: str) -> None: ...
     def unlisten(self, channel: str) -> None: ...
     async def ready(self, channel: str) -> None: ...
@@ -52,9 +54,7 @@ def _backend(url: str, hub: Hub, grace: float) -> Backend:
     try:
         from triolette.broadcast._redis import RedisBackend
     except ImportError as exc:  # pragma: no cover - coredis is a dev dependency
-        raise ImportError(
-            f"Broadcast({url!r}) needs coredis: pip install 'triolette[redis]' ({exc})"
-        ) from None
+        raise ImportError(f"Broadcast({url!r}) needs coredis: pip install 'triolette[redis]' ({exc})") from None
     return RedisBackend(url, hub, grace=grace)
 
 
@@ -128,15 +128,18 @@ class Broadcast:
     async def __aenter__(self) -> Broadcast:
         if self._state != "new":
             raise RuntimeError(f"This Broadcast is {self._state}; make a new one for each 'async with'.")
-        async with AsyncExitStack() as stack:
-            if self._app is not None:
-                nursery = self._app.nursery
-                draining: trio.Event | None = self._app.draining
-            else:
-                nursery = await stack.enter_async_context(trio.open_nursery())
-                draining = None
-            await nursery.start(self._service, draining)
-            self._stack = stack.pop_all()
+        try:
+            async with AsyncExitStack() as stack:
+                if self._app is not None:
+                    nursery = self._app.nursery
+                    draining: trio.Event | None = self._app.draining
+                else:
+                    nursery = await stack.enter_async_context(trio.open_nursery())
+                    draining = None
+                await nursery.start(self._service, draining)
+                self._stack = stack.pop_all()
+        except BaseExceptionGroup as group:  # startup failed: raise what failed, not the nesting
+            raise_single(group)
         self._state = "open"
         return self
 
@@ -144,22 +147,31 @@ class Broadcast:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._state = "closed"
-        self._service_scope.cancel(reason="broadcast closed")
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await self._stopped.wait()
+        self._hub.end_all()
+        self._backend.close()  # in order: unsubscribe, then close the connections
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(2):
+                await self._stopped.wait()
+            self._service_scope.cancel(reason="broadcast closed")  # if it could not stop in time
+            with trio.move_on_after(5):
+                await self._stopped.wait()
         await self._stack.aclose()
 
     async def _service(self, draining: trio.Event | None, *, task_status: trio.TaskStatus[None]) -> None:
         try:
             with self._service_scope:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self._backend.run)
+                    await nursery.start(self._run_backend, nursery.cancel_scope)
                     if draining is not None:
                         nursery.start_soon(self._end_on_drain, draining)
                     task_status.started()
         finally:
             self._hub.end_all()
             self._stopped.set()
+
+    async def _run_backend(self, done: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
+        await self._backend.run(task_status=task_status)
+        done.cancel(reason="broadcast closed")  # the backend has stopped: so does the drain watcher
 
     async def _end_on_drain(self, draining: trio.Event) -> None:
         await draining.wait()

@@ -12,13 +12,17 @@ class MemoryBackend:
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
+        self._stopping = trio.Event()
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        await trio.sleep_forever()
+        await self._stopping.wait()
+
+    def close(self) -> None:
+        self._stopping.set()
 
     def listen(self, channel: str) -> None:
         pass  # nothing to subscribe to

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import coredis
 import trio
 from coredis.exceptions import ConnectionError as RedisConnectionError
@@ -28,7 +29,15 @@ from coredis.retry import NoRetryPolicy
 
 from triolette.broadcast._hub import BroadcastUnavailable, Hub
 
-LINK_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, TimeoutError, OSError)
+# What a lost connection looks like: coredis's error, a timeout, a socket error, or one of
+# the anyio streams inside coredis's connection closed under its reader.
+LINK_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    TimeoutError,
+    OSError,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+)
 
 
 class Link(enum.Enum):
@@ -103,6 +112,7 @@ class RedisBackend:
         self._grace_scope: trio.CancelScope | None = None
         self._last_error: Exception | None = None
         self._publisher: coredis.Redis[str] | None = None
+        self._stopping = trio.Event()
 
     def __repr__(self) -> str:
         return f"RedisBackend({redacted(self._url)!r}, state={self.state.value!r})"
@@ -128,7 +138,7 @@ class RedisBackend:
     async def _run_publisher(self, *, task_status: trio.TaskStatus[coredis.Redis[str]]) -> None:
         async with self._client() as client:
             task_status.started(client)
-            await trio.sleep_forever()
+            await self._stopping.wait()
 
     @asynccontextmanager
     async def _listening(self) -> AsyncIterator[PubSub[str]]:
@@ -140,7 +150,7 @@ class RedisBackend:
 
     async def _run_listener(self, nursery: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
         delay = self._backoff[0]
-        while True:
+        while not self._stopping.is_set():
             try:
                 async with self._listening() as pubsub:
                     self._subscribed.clear()
@@ -156,8 +166,10 @@ class RedisBackend:
                     await self._session(pubsub)
             except BaseException as exc:
                 error = link_error(exc)
-                if error is None:
+                if error is None:  # pragma: no cover - a bug, not an outage: let it out
                     raise
+                if self._stopping.is_set():  # pragma: no cover - timing: the link broke as we closed
+                    return
                 if self.state is Link.CONNECTING:
                     raise BroadcastUnavailable(
                         f"Could not reach Redis at {redacted(self._url)!r} ({error}); "
@@ -167,16 +179,26 @@ class RedisBackend:
                 if self.state is Link.UP:
                     nursery.start_soon(self._expire_after_grace)
                 self._on(LinkEvent.LOST)
-            await trio.sleep(delay)
+            with trio.move_on_after(delay):
+                await self._stopping.wait()
             delay = min(delay * 2, self._backoff[1])
 
     async def _session(self, pubsub: PubSub[str]) -> None:
+        """Deliver what arrives until the connection breaks (raises) or ``close()`` (returns).
+
+        On close the pub/sub context is left normally, with its connection still up, so that
+        coredis unsubscribes and closes it in order; cancelling it all at once would not."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reconcile, pubsub)
+            nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True)
                 if message is not None and message["type"] == "message":
                     self._hub.deliver(str(message["channel"]), str(message["data"]))
+
+    async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
+        await self._stopping.wait()
+        scope.cancel(reason="broadcast closed")
 
     async def _reconcile(self, pubsub: PubSub[str]) -> None:
         """Keep the engine subscribed to exactly the channels with local subscribers."""
@@ -224,6 +246,10 @@ class RedisBackend:
         )
 
     # --- what the Broadcast calls ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop: unsubscribe, close both connections, and let ``run`` return."""
+        self._stopping.set()
 
     def listen(self, channel: str) -> None:
         self._dirty.set()
