@@ -137,6 +137,10 @@ class RedisBackend:
 
     async def _run_publisher(self, *, task_status: trio.TaskStatus[coredis.Redis[str]]) -> None:
         async with self._client() as client:
+            try:
+                await client.ping()  # connect now: fail startup early, and publish without the wait
+            except LINK_ERRORS as exc:
+                raise self._unreachable(exc) from exc
             task_status.started(client)
             await self._stopping.wait()
 
@@ -171,10 +175,7 @@ class RedisBackend:
                 if self._stopping.is_set():  # pragma: no cover - timing: the link broke as we closed
                     return
                 if self.state is Link.CONNECTING:
-                    raise BroadcastUnavailable(
-                        f"Could not reach Redis at {redacted(self._url)!r} ({error}); "
-                        "start Redis or fix the broadcast URL."
-                    ) from error
+                    raise self._unreachable(error) from error
                 self._last_error = error
                 if self.state is Link.UP:
                     nursery.start_soon(self._expire_after_grace)
@@ -238,6 +239,11 @@ class RedisBackend:
     def _progressed(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
+
+    def _unreachable(self, error: Exception) -> BroadcastUnavailable:
+        return BroadcastUnavailable(
+            f"Could not reach Redis at {redacted(self._url)!r} ({error}); start Redis or fix the broadcast URL."
+        )
 
     def _unavailable(self) -> BroadcastUnavailable:
         return BroadcastUnavailable(
