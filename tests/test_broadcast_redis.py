@@ -173,6 +173,19 @@ async def test_redis_blip_shorter_than_grace_is_invisible_to_subscribers(redis_s
     assert received == ["before", "after"]  # no exception reached the subscriber
 
 
+async def test_redis_closing_during_an_outage_does_not_wait_for_the_grace_period(redis_server: RedisServer) -> None:
+    with trio.fail_after(20):
+        async with Broadcast(redis_server.url, grace=60) as broadcast:
+            redis_server.kill()
+
+            async def down() -> bool:
+                return backend(broadcast).state is Link.DOWN
+
+            await wait_until(down, "the backend to see the outage")
+            closing = trio.current_time()
+        assert trio.current_time() - closing < 1.5  # not the 60 s grace, nor the 2 s fallback
+
+
 async def test_redis_outage_longer_than_grace_ends_subscribers_with_broadcast_unavailable(
     redis_server: RedisServer,
 ) -> None:

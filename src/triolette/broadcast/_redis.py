@@ -256,6 +256,8 @@ class RedisBackend:
     def close(self) -> None:
         """Stop: unsubscribe, close both connections, and let ``run`` return."""
         self._stopping.set()
+        if self._grace_scope is not None:  # closing while Redis is down: no need to wait for it
+            self._grace_scope.cancel()
 
     def listen(self, channel: str) -> None:
         self._dirty.set()
