@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 __all__ = ["field_spans", "percent_decode", "slices"]
 
-_FIELD = re.compile(rb"[^&]+")
+_FIELD_START = re.compile(rb"[^&]")
 
 # Each byte's class: "h" for a hex digit, "%" for itself, "." for any other byte.
 _CLASSES = bytes(
@@ -36,24 +36,30 @@ _CLASSES = bytes(
 _TO_BACKSLASH = bytes(ord("\\") - ord("%") if byte == ord("V") else 0 for byte in range(256))
 
 
-def field_spans(body: bytes, max_fields: int | None) -> list[tuple[int, int, int]] | None:
+def field_spans(body: bytes | bytearray, max_fields: int | None) -> list[tuple[int, int, int]] | None:
     """The non-empty ``&``-separated fields of ``body`` as ``(start, equals, end)`` offsets.
 
     ``equals`` is the offset of the field's first ``=``, or ``end`` when it has none: the
     name is ``body[start:equals]`` and the value ``body[equals + 1:end]``. Returns None, after
     counting no further, when there are more than ``max_fields`` (None: no limit).
     """
-    spans = []
-    for match in _FIELD.finditer(body):
+    spans: list[tuple[int, int, int]] = []
+    size = len(body)
+    found = _FIELD_START.search(body)
+    while found is not None:
+        start = found.start()
         if max_fields is not None and len(spans) == max_fields:
             return None
-        start, end = match.span()
+        end = body.find(b"&", start)
+        if end < 0:
+            end = size
         equals = body.find(b"=", start, end)
         spans.append((start, end if equals < 0 else equals, end))
+        found = _FIELD_START.search(body, end)
     return spans
 
 
-def slices(raw: bytes, size: int) -> Iterator[bytes]:
+def slices(raw: bytes | bytearray, size: int) -> Iterator[bytes | bytearray]:
     """``raw`` in pieces of at most ``size`` bytes (``size`` >= 3), never cut inside a ``%XX`` escape.
 
     A cut just before a ``%`` is always safe, and so is a cut with no ``%`` among the two
@@ -71,7 +77,7 @@ def slices(raw: bytes, size: int) -> Iterator[bytes]:
     yield raw[start:]
 
 
-def percent_decode(raw: bytes) -> bytes:
+def percent_decode(raw: bytes | bytearray) -> bytes | bytearray:
     """``raw`` with ``+`` as a space, each valid ``%XX`` as its byte and raw non-ASCII bytes as UTF-8.
 
     Decoding the result as UTF-8 gives the field's text. Raw non-ASCII bytes are re-encoded

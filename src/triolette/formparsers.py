@@ -176,8 +176,10 @@ class FormParser:
         decoded. A body larger than `small_body_size` is decoded in slices of `slice_size`
         bytes with a checkpoint after each, so other requests are served during the parse.
         """
+        body = bytearray()  # grown chunk by chunk: no second copy of the whole body to join
         async with _closing(self.stream):
-            body = b"".join([chunk async for chunk in self.stream])
+            async for chunk in self.stream:
+                body += chunk
         limit = None if math.isinf(self.max_fields) else math.floor(self.max_fields)
         if len(body) <= self.small_body_size:
             return FormData(self._parse_small(body, limit))
@@ -193,7 +195,7 @@ class FormParser:
             items.append((name, await self._decode(body[equals + 1 : end])))
         return FormData(items)
 
-    async def _decode(self, raw: bytes) -> str:
+    async def _decode(self, raw: bytearray) -> str:
         decoded = bytearray()
         for piece in _urlencoded.slices(raw, self.slice_size):
             # at most slice_size bytes are decoded between two checkpoints
@@ -204,7 +206,7 @@ class FormParser:
             self._decoded_since_checkpoint += len(piece)
         return decoded.decode("utf-8", "replace")
 
-    def _parse_small(self, body: bytes, limit: int | None) -> list[tuple[str, str | UploadFile]]:
+    def _parse_small(self, body: bytearray, limit: int | None) -> list[tuple[str, str | UploadFile]]:
         # latin-1 maps each byte to one code point, so the text has the body's length and the
         # percent-escapes are decoded as UTF-8 by parse_qsl.
         text = body.decode("latin-1")
