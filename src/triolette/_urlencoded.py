@@ -28,8 +28,7 @@ _FIELD_START = re.compile(rb"[^&]")
 
 # Each byte's class: "h" for a hex digit, "%" for itself, "." for any other byte.
 _CLASSES = bytes(
-    ord("h") if chr(byte) in "0123456789ABCDEFabcdef" else byte if byte == ord("%") else ord(".")
-    for byte in range(256)
+    ord("h") if chr(byte) in "0123456789ABCDEFabcdef" else byte if byte == ord("%") else ord(".") for byte in range(256)
 )
 # Translates classes to a difference to add to the bytes: "V" (a "%" that starts a valid
 # escape) gets the distance from "%" to "\", everything else nothing.
