@@ -412,6 +412,13 @@ async def test_missing_or_repeated_host_is_400(server: Server, headers: list[str
     assert status(answer) == 400
 
 
+@pytest.mark.parametrize("length", ["9" * 5000, "9" * 30, "\u00b2", "1_0", "+5", "-1", "5, 6"])
+async def test_malformed_content_length_is_400(server: Server, length: str) -> None:
+    head = f"POST /body HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n"
+    answer = await exchange(server.port, head.encode("latin-1") + b"abcde")
+    assert status(answer) == 400
+
+
 # --------------------------------------------------------------------------- slow clients
 
 
