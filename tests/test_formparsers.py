@@ -240,6 +240,19 @@ async def test_urlencoded_large_body_yields_between_slices() -> None:
     assert counter.steps >= len(body) // FormParser.slice_size
 
 
+async def test_urlencoded_many_fields_without_a_limit_yield_while_they_are_found() -> None:
+    body = b"a=1&" * 50_000
+    counter = StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        form = await FormParser(URLENCODED, chunks(body), max_fields=float("inf")).parse()
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert form.getlist("a") == ["1"] * 50_000
+    # 5 checkpoints while finding the fields (one per 10 000), 1 while decoding their 100 000 bytes
+    assert counter.steps >= 5 + 1
+
+
 async def test_urlencoded_small_body_is_parsed_without_yielding() -> None:
     body = b"&".join(b"f%d=v%d" % (i, i) for i in range(50))
     counter = StepCounter(trio.lowlevel.current_task())

@@ -3,7 +3,8 @@
 `FormParser` parses a large body in three steps, so that nothing is decoded before the
 limits are checked and no step holds the event loop for long:
 
-1. `field_spans` finds the non-empty fields and stops counting past ``max_fields``;
+1. `field_spans` finds the non-empty fields, one at a time, so the parser stops counting
+   past ``max_fields``;
 2. the parser compares each field's encoded length with ``max_part_size``;
 3. each name and value is cut into `slices` and each slice goes through `percent_decode`,
    with a checkpoint between slices; the joined bytes are then decoded as UTF-8.
@@ -35,27 +36,23 @@ _CLASSES = bytes(
 _TO_BACKSLASH = bytes(ord("\\") - ord("%") if byte == ord("V") else 0 for byte in range(256))
 
 
-def field_spans(body: bytes | bytearray, max_fields: int | None) -> list[tuple[int, int, int]] | None:
-    """The non-empty ``&``-separated fields of ``body`` as ``(start, equals, end)`` offsets.
+def field_spans(body: bytes | bytearray) -> Iterator[tuple[int, int, int]]:
+    """The non-empty ``&``-separated fields of ``body`` as ``(start, equals, end)`` offsets, lazily.
 
     ``equals`` is the offset of the field's first ``=``, or ``end`` when it has none: the
-    name is ``body[start:equals]`` and the value ``body[equals + 1:end]``. Returns None, after
-    counting no further, when there are more than ``max_fields`` (None: no limit).
+    name is ``body[start:equals]`` and the value ``body[equals + 1:end]``. Runs of ``&``
+    are skipped by the regex engine, not one by one.
     """
-    spans: list[tuple[int, int, int]] = []
     size = len(body)
     found = _FIELD_START.search(body)
     while found is not None:
         start = found.start()
-        if max_fields is not None and len(spans) == max_fields:
-            return None
         end = body.find(b"&", start)
         if end < 0:
             end = size
         equals = body.find(b"=", start, end)
-        spans.append((start, end if equals < 0 else equals, end))
+        yield start, end if equals < 0 else equals, end
         found = _FIELD_START.search(body, end)
-    return spans
 
 
 def slices(raw: bytes | bytearray, size: int) -> Iterator[bytes | bytearray]:

@@ -168,6 +168,8 @@ class FormParser:
     """Bodies up to this size are decoded in one call; larger ones field by field, yielding between slices."""
     slice_size = 64 * 1024
     """How many encoded bytes a large body's parse decodes between two checkpoints."""
+    spans_per_checkpoint = 10_000
+    """How many fields a large body's parse finds between two checkpoints."""
 
     async def parse(self) -> FormData:
         """Read the whole body and return its fields, in order.
@@ -183,9 +185,13 @@ class FormParser:
         limit = None if math.isinf(self.max_fields) else math.floor(self.max_fields)
         if len(body) <= self.small_body_size:
             return FormData(self._parse_small(body, limit))
-        spans = _urlencoded.field_spans(body, limit)
-        if spans is None:
-            raise _too_many_fields(self.max_fields)
+        spans: list[tuple[int, int, int]] = []
+        for span in _urlencoded.field_spans(body):
+            if len(spans) == limit:
+                raise _too_many_fields(self.max_fields)
+            spans.append(span)
+            if len(spans) % self.spans_per_checkpoint == 0:  # only with a very high max_fields
+                await trio.lowlevel.checkpoint()
         for start, equals, end in spans:
             if end - start - (equals < end) > self.max_part_size:
                 raise self._field_too_large()
