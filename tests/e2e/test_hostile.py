@@ -240,8 +240,9 @@ def send_from_a_thread(port: int, raw: bytes) -> bytes:
         return answer
 
 
-async def quiet_latency(port: int) -> float:
-    _, worst = await worst_latency_during(port, partial(trio.sleep, 0.5))
+async def quiet_latency(port: int, seconds: float) -> float:
+    """The worst latency of the pings over ``seconds`` with no attack: the machine's own noise."""
+    _, worst = await worst_latency_during(port, partial(trio.sleep, seconds))
     return worst
 
 
@@ -255,18 +256,28 @@ URLENCODED_ATTACKS = {
 async def test_urlencoded_escapes_keep_memory_bounded_and_the_loop_responsive(server: Server, attack: str) -> None:
     """Issue 13, item 2: before, 1.2 GiB and a 10-16 s freeze for the 15 MiB field."""
     body, expected_status, expected_body = URLENCODED_ATTACKS[attack]
-    noise = await quiet_latency(server.port)
     raw = request_bytes("POST", "/form", "Content-Type: application/x-www-form-urlencoded", body=body)
-    baseline = reset_peak_memory(server.pid)
-    answer, worst = await worst_latency_during(
-        server.port, lambda: trio.to_thread.run_sync(send_from_a_thread, server.port, raw)
-    )
-    peak = proc_status(server.pid, "VmHWM") - baseline
-    assert status(answer) == expected_status
-    assert body_of(answer) == expected_body
-    assert peak < 3 * len(body), f"peak memory +{peak / MIB:.1f} MiB for a body of {len(body) / MIB:.1f} MiB"
-    # within 100 ms, beyond the machine's own noise when idle
-    assert worst < 0.1 + noise, f"a concurrent request waited {worst * 1000:.0f} ms (idle: {noise * 1000:.0f} ms)"
+    # A loaded machine (CI, coverage, other jobs on two cores) can deschedule the server for
+    # tens of milliseconds by itself: the bound is 100 ms beyond the noise of an idle window
+    # as long as the attack, and the best of three tries counts. A frozen loop (before the
+    # fix: seconds) fails all three.
+    tries = []
+    for _ in range(3):
+        baseline = reset_peak_memory(server.pid)
+        started = trio.current_time()
+        answer, worst = await worst_latency_during(
+            server.port, lambda: trio.to_thread.run_sync(send_from_a_thread, server.port, raw)
+        )
+        peak = proc_status(server.pid, "VmHWM") - baseline
+        assert status(answer) == expected_status
+        assert body_of(answer) == expected_body
+        assert peak < 3 * len(body), f"peak memory +{peak / MIB:.1f} MiB for a body of {len(body) / MIB:.1f} MiB"
+        noise = await quiet_latency(server.port, trio.current_time() - started)
+        tries.append(f"{worst * 1000:.0f} ms (idle: {noise * 1000:.0f} ms)")
+        if worst < 0.1 + noise:
+            break
+    else:
+        raise AssertionError(f"a concurrent request waited more than 100 ms beyond the noise: {tries}")
 
 
 # --------------------------------------------------------------------------- items 4 and 5
