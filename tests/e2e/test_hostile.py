@@ -444,7 +444,7 @@ async def test_slow_body_is_408(server: Server) -> None:
             while b"\r\n\r\n" not in answer:
                 answer += await stream.receive_some(65536)
     assert status(answer) == 408
-    assert trio.current_time() - started < 5  # body_timeout is 1 s
+    assert trio.current_time() - started < 10  # body_timeout is 5 s
 
 
 async def test_slow_reader_is_dropped(server: Server) -> None:
@@ -490,6 +490,17 @@ async def vanish(port: int, rng: random.Random) -> None:
         await stream.aclose()
 
 
+async def settled_stats(port: int) -> dict[str, Any]:
+    """The server's figures once its tasks and descriptors have held still for a second (bounded)."""
+    history: list[tuple[int, int]] = []
+    with trio.move_on_after(20):
+        while len(history) < 4 or len(set(history[-4:])) > 1:
+            now = await stats(port)
+            history.append((now["tasks"], now["fds"]))
+            await trio.sleep(0.3)
+    return now
+
+
 async def wait_for_baseline(port: int, baseline: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Poll the server until its tasks and file descriptors are back to ``baseline`` (bounded)."""
     now: dict[str, Any] = {}
@@ -503,9 +514,9 @@ async def wait_for_baseline(port: int, baseline: dict[str, Any], seconds: float)
 
 
 async def test_2000_connections_that_vanish_leave_nothing_behind(server: Server) -> None:
-    for _ in range(50):  # warm up: allocator arenas, imports, first connections
-        await vanish(server.port, random.Random(0))
-    baseline = await wait_for_baseline(server.port, await stats(server.port), 10)
+    for _ in range(50):  # warm up: allocator arenas, first connections
+        await assert_healthy(server.port)
+    baseline = await settled_stats(server.port)
     rng = random.Random(2000)
     limiter = trio.CapacityLimiter(100)
 
@@ -517,7 +528,9 @@ async def test_2000_connections_that_vanish_leave_nothing_behind(server: Server)
         async with trio.open_nursery() as nursery:
             for _ in range(2000):
                 nursery.start_soon(one)
-    after = await wait_for_baseline(server.port, baseline, 15)
+    # connections that left before sending a whole request are closed by the server's
+    # keep-alive timeout (5 s)
+    after = await wait_for_baseline(server.port, baseline, 20)
     assert (after["tasks"], after["fds"], after["in_flight"], after["streams_open"]) == (
         baseline["tasks"],
         baseline["fds"],
