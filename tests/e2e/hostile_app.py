@@ -2,7 +2,7 @@
 
 ``HOSTILE_STATIC`` names the directory served under ``/static``; it holds ``public.txt`` and
 ``sub/inner.txt``, and its parent a ``secret.txt`` that must never be served. Limits are
-short so that the attacks on them end quickly: 5 s to send a body, 1 s for a client to take
+short so that the attacks on them end quickly: 3 s to send a body, 1 s for a client to take
 a chunk of the response.
 """
 
@@ -137,6 +137,6 @@ app = Triolette(
         Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "*.example.org"]),
         Middleware(SessionMiddleware, secret_key=SECRET_KEY),
     ],
-    body_timeout=5,  # long enough for a 15 MiB upload on a loaded machine
+    body_timeout=3,  # long enough for a 15 MiB upload on a loaded machine, apart from keep-alive (5 s)
     send_timeout=1,
 )
