@@ -33,6 +33,9 @@ from triolette.exceptions import HTTPException
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 SCOPE_KEY = "triolette.request_scope"
+# Where a WebSocket handler's unhandled WebSocketDisconnect (the client had gone) is left in the
+# ASGI scope: the server has nothing to do with it, but the test client re-raises it as Starlette's does.
+UNHANDLED_DISCONNECT_KEY = "triolette.unhandled_disconnect"
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
@@ -746,10 +749,21 @@ class RequestScope:
                 if not self._says_closed(exc):
                     await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
                     raise
+                if self._is_client_disconnect(exc):  # the client left and the handler did not catch it
+                    self.asgi_scope[UNHANDLED_DISCONNECT_KEY] = exc
             else:
                 await self._close_websocket(1000)  # the handler returned, the connection ends
         if len(self.nursery.child_tasks) > int(self._watching):  # its tasks end with it (run() ends the watcher)
             self.nursery.cancel_scope.cancel(reason="websocket closed")
+
+    def _is_client_disconnect(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the WebSocketDisconnect the handler got for the client's own
+        ``websocket.disconnect`` (not, say, a failed send to another closed connection)."""
+        return (
+            self.disconnected
+            and self._disconnect["type"] == "websocket.disconnect"
+            and getattr(exc, "code", None) == self._disconnect.get("code", 1000)
+        )
 
     def _says_closed(self, exc: Exception) -> bool:
         """Whether ``exc`` only reports that the connection had closed (nothing to log)."""
