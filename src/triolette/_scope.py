@@ -417,6 +417,15 @@ class RequestScope:
     async def _watch(self) -> None:
         try:
             await self._watch_until_done()
+        except trio.Cancelled:
+            if self.nursery.cancel_scope.cancel_called and not self._stop_watcher:
+                raise  # the request's own cancellation: disconnect, deadline, drain
+            # Either the request is complete (we stopped the watcher), or a cancel scope around
+            # the whole ASGI call, in the caller's task, was cancelled: the app meets that at
+            # its own next checkpoint, and this task only stops listening. Re-raising here
+            # would replace a response that the app completes without another checkpoint
+            # (Starlette, with no task waiting then, returns it) with this task's Cancelled.
+            return
         finally:
             self._watching = False
 
