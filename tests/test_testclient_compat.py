@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -118,3 +120,25 @@ def test_testclient_backend_asyncio_is_refused() -> None:
 def test_testclient_backend_options_trio_run_does_not_take_are_refused() -> None:
     with pytest.raises(ValueError, match=r"backend_options are passed to trio\.run, which has no option 'use_uvloop'"):
         TestClient(hello_app(), backend_options={"use_uvloop": True})
+
+
+def test_leaving_with_testclient_keeps_the_client_usable() -> None:
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Triolette) -> AsyncIterator[None]:
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    app = hello_app()
+    app.router.lifespan_context = lifespan
+    client = TestClient(app)
+    with client:
+        assert client.get("/").text == "hello"
+    assert events == ["startup", "shutdown"]
+    assert not client.is_closed
+    assert client.get("/").text == "hello"  # FastAPI's tests reuse a module-level client this way
+    with client:  # and run its lifespan again
+        assert client.get("/").text == "hello"
+    assert events == ["startup", "shutdown", "startup", "shutdown"]

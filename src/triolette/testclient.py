@@ -306,10 +306,11 @@ class TestClient(httpx.Client):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
+        # As Starlette's: the lifespan ends, the client stays usable (each request then runs
+        # in a trio run of its own, as before 'with').
         if self._exit_stack is not None:
             self._exit_stack.close()
             self._exit_stack = None
-        self.close()
 
     async def lifespan(self) -> None:  # pragma: no cover - Starlette's internal, kept for the API
         """Starlette's API: the lifespan is driven by ``__enter__``/``__exit__`` here."""
