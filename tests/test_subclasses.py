@@ -388,3 +388,90 @@ async def test_router_subclass_that_skips_init_routes_and_answers_404() -> None:
     assert (await call(app, "/r/missing")).status == 404
     on_its_own = await call(router, "/")
     assert on_its_own.text == "hello False"
+
+
+async def test_app_subclass_that_skips_init_takes_timeout_from_a_class_attribute(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class WithDeadline(PlainApp):
+        timeout = 3
+
+    async def slow(request: Request) -> Response:
+        await trio.sleep(10)
+        return PlainTextResponse("late")  # pragma: no cover - the deadline comes first
+
+    answer = await call(WithDeadline([Route("/", slow)]), "/")
+    assert (answer.status, answer.text) == (503, "Request timed out after 3 s")
+    assert trio.current_time() == 3
+
+
+async def test_app_subclass_that_skips_init_takes_cancel_on_disconnect_from_a_class_attribute() -> None:
+    class Patient(PlainApp):
+        cancel_on_disconnect = False
+
+    finished: list[str] = []
+    gone = trio.Event()
+
+    async def runs_on(request: Request) -> Response:
+        gone.set()
+        await trio.testing.wait_all_tasks_blocked()
+        finished.append("ran to the end")
+        return PlainTextResponse("done")
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    with trio.fail_after(5):
+        await Patient([Route("/", runs_on)])(http_scope("/"), receive, send)
+    assert finished == ["ran to the end"]
+
+
+async def test_app_subclass_with_a_bad_timeout_class_attribute_says_so() -> None:
+    class Broken(PlainApp):
+        timeout = -1
+
+    with pytest.raises(ValueError, match=r"timeout must be a positive number of seconds or None, got -1"):
+        await call(Broken([Route("/", hello)]), "/")
+
+
+def test_triolette_keeps_its_timeout_and_cancel_on_disconnect_as_attributes() -> None:
+    app = Triolette(timeout=5, cancel_on_disconnect=False)
+    assert (app.timeout, app.cancel_on_disconnect) == (5, False)
+    assert (Triolette().timeout, Triolette().cancel_on_disconnect) == (None, True)
+
+
+async def test_app_subclass_that_skips_init_takes_graceful_timeout_from_a_class_attribute(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class QuickDrain(PlainApp):
+        graceful_timeout = 2
+
+    ended: list[float] = []
+
+    async def stuck(request: Request) -> Response:
+        try:
+            await trio.sleep_forever()
+        finally:
+            ended.append(trio.current_time())
+        return PlainTextResponse("never")  # pragma: no cover - drained
+
+    app = QuickDrain([Route("/", stuck)])
+
+    async def receive() -> dict[str, Any]:
+        await trio.sleep_forever()
+        return {}  # pragma: no cover
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app, http_scope("/"), receive, send)
+            await trio.testing.wait_all_tasks_blocked()
+            await app.drain()
+    assert ended == [2]
+    assert app.draining.is_set()

@@ -65,11 +65,15 @@ class Triolette:
 
     A subclass may set Starlette's public attributes itself instead of calling ``__init__``
     (FastAPI does): the private state below has class-level defaults or is derived from those
-    attributes on first use, and the settings that Starlette does not have take their defaults.
+    attributes on first use. Such a subclass sets ``timeout``, ``cancel_on_disconnect`` and
+    ``max_body_size`` as class attributes (read at the first request); the other settings
+    take their defaults.
     """
 
     debug: bool = False
     max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
+    timeout: float | None = None
+    cancel_on_disconnect: bool = True
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     middleware_stack: ASGIApp | None = None
     _error_middleware: ServerErrorMiddleware | None = None
@@ -102,6 +106,8 @@ class Triolette:
         self.user_middleware = [] if middleware is None else list(middleware)
         self.middleware_stack = None
         self.max_body_size = DEFAULT_MAX_BODY_SIZE if max_body_size is None else max_body_size
+        self.timeout = timeout
+        self.cancel_on_disconnect = cancel_on_disconnect
         self.graceful_timeout = check_timeout("graceful_timeout", graceful_timeout) or DEFAULT_GRACEFUL_TIMEOUT
         self._settings = RequestSettings(
             cancel_on_disconnect=cancel_on_disconnect,
@@ -120,8 +126,8 @@ class Triolette:
     @cached_property
     def _settings(self) -> RequestSettings:
         return RequestSettings(
-            cancel_on_disconnect=True,
-            timeout=None,
+            cancel_on_disconnect=self.cancel_on_disconnect,
+            timeout=check_timeout("timeout", self.timeout),
             max_body_size=DEFAULT_MAX_BODY_SIZE if self.max_body_size is None else self.max_body_size,
             body_timeout=DEFAULT_BODY_TIMEOUT,
             send_timeout=DEFAULT_SEND_TIMEOUT,
