@@ -33,8 +33,9 @@ from triolette.exceptions import HTTPException
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 SCOPE_KEY = "triolette.request_scope"
-# Where a WebSocket handler's unhandled WebSocketDisconnect (the client had gone) is left in the
-# ASGI scope: the server has nothing to do with it, but the test client re-raises it as Starlette's does.
+# Where the code and reason of a WebSocket handler's unhandled WebSocketDisconnect (the client had
+# gone) are left in the ASGI scope: the server has nothing to do with it, but the test client
+# re-raises it as Starlette's does. Not the exception itself: its frames refer to the scope.
 UNHANDLED_DISCONNECT_KEY = "triolette.unhandled_disconnect"
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
@@ -759,7 +760,8 @@ class RequestScope:
                     await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
                     raise
                 if self._is_client_disconnect(exc):  # the client left and the handler did not catch it
-                    self.asgi_scope[UNHANDLED_DISCONNECT_KEY] = exc
+                    code = self._disconnect.get("code", 1000)
+                    self.asgi_scope[UNHANDLED_DISCONNECT_KEY] = (code, getattr(exc, "reason", ""))
             else:
                 await self._close_websocket(1000)  # the handler returned, the connection ends
         if len(self.nursery.child_tasks) > int(self._watching):  # its tasks end with it (run() ends the watcher)

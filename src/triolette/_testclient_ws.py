@@ -125,8 +125,9 @@ class WebSocketConnection:
         test has ``left`` the session: the app did not handle the client going away (the 1000
         sent on leaving), and Starlette's client re-raises that in the test."""
         error = self.error
-        if left and error is None:
-            error = self.scope.get(UNHANDLED_DISCONNECT_KEY)
+        if left and error is None and UNHANDLED_DISCONNECT_KEY in self.scope:
+            code, reason = self.scope[UNHANDLED_DISCONNECT_KEY]
+            error = WebSocketDisconnect(code, reason)
         if error is not None and (left or not isinstance(error, WebSocketDisconnect)):
             raise error
 
