@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from triolette.applications import Triolette
 from triolette.convertors import IntegerConvertor, StringConvertor
 from triolette.datastructures import URLPath
 from triolette.endpoints import HTTPEndpoint
+from triolette.exceptions import TrioletteDeprecationWarning
 from triolette.middleware import Middleware
 from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, Response
@@ -532,6 +533,21 @@ def test_malformed_host_header_is_never_a_500(host: str) -> None:
     assert app_client.get("/users", headers={"host": host}).status_code in (200, 404)
 
 
+@pytest.mark.parametrize("host", ["api.example.org:evil", "api.example.org:", "[V1.foo]"])
+def test_unparsable_host_header_matches_no_host_route(host: str) -> None:
+    routes = Router([Route("/users", users)])
+    router = Router([Host("{sub}.example.org", app=routes), Host("api.example.org", app=routes)])
+    response = TestClient(router).get("/users", headers={"host": host})
+    assert response.status_code == 404
+
+
+def test_host_route_matching_is_case_insensitive() -> None:
+    router = Router([Host("{subdomain}.Example.org", app=Router([Route("/", echo_scope)]))])
+    response = TestClient(router, base_url="http://Sub.example.ORG").get("/")
+    assert response.status_code == 200
+    assert response.json()["params"] == {"subdomain": "sub"}
+
+
 def test_host_url_path_for() -> None:
     router = host_router()
     url = router.url_path_for("subdomain:users", sub="acme")
@@ -696,7 +712,25 @@ def test_lifespan_on_a_router() -> None:
     assert events == ["start", "stop"]
 
 
-def test_lifespan_async_generator_is_accepted_and_sync_one_refused() -> None:
+def test_generator_function_lifespan_is_accepted_with_a_deprecation_warning() -> None:
+    events: list[str] = []
+
+    def sync_gen(app: Any) -> Iterator[None]:
+        events.append("sync up")
+        yield
+        events.append("sync down")
+
+    with pytest.warns(
+        TrioletteDeprecationWarning,
+        match=r"^generator function lifespans are deprecated, use an @contextlib\.asynccontextmanager function",
+    ):
+        router = Router(lifespan=sync_gen)
+    with TestClient(router):
+        assert events == ["sync up"]
+    assert events == ["sync up", "sync down"]
+
+
+def test_async_generator_function_lifespan_is_accepted_with_a_deprecation_warning() -> None:
     events: list[str] = []
 
     async def agen(app: Any) -> AsyncIterator[None]:
@@ -704,15 +738,14 @@ def test_lifespan_async_generator_is_accepted_and_sync_one_refused() -> None:
         yield
         events.append("down")
 
-    with TestClient(Router(lifespan=agen)):
-        pass
+    with pytest.warns(
+        TrioletteDeprecationWarning,
+        match=r"^async generator function lifespans are deprecated, use an @contextlib\.asynccontextmanager function",
+    ):
+        router = Router(lifespan=agen)
+    with TestClient(router):
+        assert events == ["up"]
     assert events == ["up", "down"]
-
-    def sync_gen(app: Any) -> Any:  # pragma: no cover - refused before it runs
-        yield
-
-    with pytest.raises(ConfigurationError, match="lifespan must be an async context manager factory"):
-        Router(lifespan=sync_gen)
     with TestClient(Router()):  # no lifespan: startup and shutdown complete
         pass
 
@@ -816,3 +849,85 @@ async def test_websocket_on_a_bare_router_without_route_closes() -> None:
 
 def test_url_path_type() -> None:
     assert isinstance(app_router.url_path_for("homepage"), URLPath)
+
+
+def test_url_path_for_substitutes_parameters_in_one_pass() -> None:
+    router = Router([Route("/{category}/{id}", homepage, name="item")])
+    assert router.url_path_for("item", category="{id}", id="42") == "/{id}/42"
+    assert router.url_path_for("item", category="a", id="{category}") == "/a/{category}"
+    host = Host("{sub}.example.org", app=Router([Route("/{page}", homepage, name="page")]), name="site")
+    url = Router([host]).url_path_for("site:page", sub="{page}", page="p")
+    assert (url, url.host) == ("/p", "{page}.example.org")
+
+
+def test_replace_params_leaves_unknown_placeholders_and_returns_the_unused_params() -> None:
+    from triolette.routing import replace_params
+
+    convertors = {"a": StringConvertor(), "b": IntegerConvertor()}
+    assert replace_params("/{a}/{b}", convertors, {"a": "x", "c": "y"}) == ("/x/{b}", {"c": "y"})
+    assert replace_params("/static", convertors, {"a": "x"}) == ("/static", {"a": "x"})
+
+
+# --------------------------------------------------------------------------- issue 13, item 5
+
+HUGE = "9" * 5000
+
+
+def typed_app() -> Triolette:
+    async def show(request: Request) -> Response:
+        return JSONResponse({key: str(value) for key, value in request.path_params.items()})
+
+    async def ws_show(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(dict(websocket.path_params))
+        await websocket.close()
+
+    return Triolette(
+        routes=[
+            Route("/int/{n:int}", show),
+            Route("/float/{n:float}", show),
+            Route("/uuid/{n:uuid}", show),
+            Route("/either/{n:int}", show, name="int"),
+            Route("/either/{n}", show, name="str"),
+            Mount("/mount/{n:int}", app=Router([Route("/", show)])),
+            WebSocketRoute("/ws/{n:int}", ws_show),
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "uuid"])
+def test_path_parameter_of_5000_digits_is_404(kind: str) -> None:
+    """Decided: a value its convertor cannot convert does not match the route (Starlette: 500)."""
+    response = TestClient(typed_app()).get(f"/{kind}/{HUGE}")
+    assert response.status_code == 404
+    assert response.text == "Not Found"
+
+
+def test_path_parameter_of_5000_digits_matches_the_next_route() -> None:
+    response = TestClient(typed_app()).get(f"/either/{HUGE}")
+    assert response.status_code == 200
+    assert response.json() == {"n": HUGE}
+
+
+def test_path_parameter_of_5000_digits_does_not_match_a_mount() -> None:
+    client = TestClient(typed_app())
+    assert client.get("/mount/7/").json() == {"n": "7"}
+    assert client.get(f"/mount/{HUGE}/").status_code == 404
+
+
+def test_path_parameter_of_5000_digits_does_not_match_a_websocket_route() -> None:
+    client = TestClient(typed_app())
+    with client.websocket_connect("/ws/7") as session:
+        assert session.receive_json() == {"n": 7}
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect(f"/ws/{HUGE}"):
+        pass  # pragma: no cover - the connection is refused
+
+
+def test_host_parameter_its_convertor_refuses_does_not_match() -> None:
+    async def show(request: Request) -> Response:
+        return JSONResponse(request.path_params)
+
+    app = Triolette(routes=[Host("{n:int}.example.org", app=Router([Route("/", show)]))])
+    client = TestClient(app)
+    assert client.get("/", headers={"host": "42.example.org"}).json() == {"n": 42}
+    assert client.get("/", headers={"host": f"{HUGE}.example.org"}).status_code == 404

@@ -14,19 +14,21 @@ import functools
 import inspect
 import re
 import types
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import trio
 
 from triolette._exception_handler import wrap_app_handling_exceptions
+from triolette._host import parse_host
 from triolette._scope import SCOPE_KEY, check_timeout, get_request_scope, run_in_request_scope
 from triolette._utils import ConfigurationError, get_route_path, is_async_callable
 from triolette.concurrency import run_in_threadpool
 from triolette.convertors import CONVERTOR_TYPES, Convertor
 from triolette.datastructures import URL, Headers, URLPath
-from triolette.exceptions import HTTPException
+from triolette.exceptions import HTTPException, TrioletteDeprecationWarning
 from triolette.middleware import Middleware
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, RedirectResponse, Response
@@ -107,13 +109,28 @@ def get_name(endpoint: Callable[..., Any]) -> str:
 def replace_params(
     path: str, param_convertors: dict[str, Convertor[Any]], path_params: dict[str, str]
 ) -> tuple[str, dict[str, str]]:
-    """Fill ``{name}`` placeholders of ``path`` from ``path_params``; return the path and the unused params."""
-    for key, value in list(path_params.items()):
-        placeholder = "{" + key + "}"
-        if placeholder in path:
-            path = path.replace(placeholder, param_convertors[key].to_string(value))
-            path_params.pop(key)
+    """Fill ``{name}`` placeholders of ``path`` from ``path_params``; return the path and the unused params.
+
+    One pass over ``path``: a value that itself looks like a placeholder (``"{id}"``) stays as it is.
+    """
+    if not path_params or "{" not in path:
+        return path, path_params
+    used: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        key = match[1]
+        if key not in path_params:
+            return match[0]
+        used.append(key)
+        return param_convertors[key].to_string(path_params[key])
+
+    path = _PLACEHOLDER.sub(fill, path)
+    for key in used:
+        path_params.pop(key, None)
     return path, path_params
+
+
+_PLACEHOLDER = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)}")
 
 
 PARAM_REGEX = re.compile("{([a-zA-Z_][a-zA-Z0-9_]*)(:[a-zA-Z_][a-zA-Z0-9_]*)?}")
@@ -152,11 +169,18 @@ def compile_path(path: str) -> tuple[re.Pattern[str], str, dict[str, Convertor[A
         tail = tail.rsplit(":", 1)[0]  # Host matching ignores the port
     regex += re.escape(tail) + "$"
     path_format += path[idx:]
-    return re.compile(regex), path_format, convertors
+    # Host names are case-insensitive (RFC 9110 section 4.2.3); a Host route matches the lowercased host.
+    return re.compile(regex, re.IGNORECASE if is_host else 0), path_format, convertors
 
 
-def _convert(convertors: dict[str, Convertor[Any]], matched: dict[str, str]) -> dict[str, Any]:
-    return {key: convertors[key].convert(value) for key, value in matched.items()}
+def _convert(convertors: dict[str, Convertor[Any]], matched: dict[str, str]) -> dict[str, Any] | None:
+    """The matched parameters' values, or None when a convertor refuses its text with ValueError
+    (an int past Python's 4300-digit limit, a float too large to be finite): then the path does
+    not match the route, and the router goes on to the next one (a 404 when none matches)."""
+    try:
+        return {key: convertors[key].convert(value) for key, value in matched.items()}
+    except ValueError:
+        return None
 
 
 def _first_url_path(routes: Sequence[BaseRoute], name: str, path_params: dict[str, Any]) -> URLPath | None:
@@ -290,7 +314,10 @@ class Route(BaseRoute):
             if match:
                 path_params = dict(scope.get("path_params", ()))
                 if self.param_convertors:
-                    path_params.update(_convert(self.param_convertors, match.groupdict()))
+                    converted = _convert(self.param_convertors, match.groupdict())
+                    if converted is None:
+                        return Match.NONE, {}
+                    path_params.update(converted)
                 child_scope = {"endpoint": self.endpoint, "path_params": path_params}
                 if self.methods and scope["method"] not in self.methods:
                     return Match.PARTIAL, child_scope
@@ -372,7 +399,10 @@ class WebSocketRoute(BaseRoute):
             if match:
                 path_params = dict(scope.get("path_params", ()))
                 if self.param_convertors:
-                    path_params.update(_convert(self.param_convertors, match.groupdict()))
+                    converted = _convert(self.param_convertors, match.groupdict())
+                    if converted is None:
+                        return Match.NONE, {}
+                    path_params.update(converted)
                 return Match.FULL, {"endpoint": self.endpoint, "path_params": path_params}
         return Match.NONE, {}
 
@@ -437,8 +467,8 @@ class Mount(BaseRoute):
             root_path = scope.get("root_path", "")
             route_path = get_route_path(scope)
             match = self.path_regex.match(route_path)
-            if match:
-                matched = _convert(self.param_convertors, match.groupdict())
+            matched = _convert(self.param_convertors, match.groupdict()) if match else None
+            if matched is not None:
                 remaining_path = "/" + matched.pop("path")
                 matched_path = route_path[: -len(remaining_path)]
                 path_params = dict(scope.get("path_params", ()))
@@ -503,13 +533,14 @@ class Host(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] in ("http", "websocket"):
-            host = Headers(scope=scope).get("host", "")
-            if not host.endswith("]"):
-                host = host.rsplit(":", 1)[0]
-            match = self.host_regex.match(host)
-            if match:
+            parsed = parse_host(Headers(scope=scope).get("host"))
+            if parsed is None:  # a malformed Host header matches no Host route
+                return Match.NONE, {}
+            match = self.host_regex.match(parsed.host.lower())
+            converted = _convert(self.param_convertors, match.groupdict()) if match else None
+            if converted is not None:
                 path_params = dict(scope.get("path_params", ()))
-                path_params.update(_convert(self.param_convertors, match.groupdict()))
+                path_params.update(converted)
                 return Match.FULL, {"path_params": path_params, "endpoint": self.app}
         return Match.NONE, {}
 
@@ -709,15 +740,35 @@ class Router:
 
 
 def _lifespan_context(lifespan: Any) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
-    """Accept an async context manager factory; a plain async generator function is wrapped."""
+    """Accept an async context manager factory; a generator function (async or not) is wrapped, with a warning."""
     if inspect.isasyncgenfunction(lifespan):
+        warnings.warn(
+            "async generator function lifespans are deprecated, "
+            "use an @contextlib.asynccontextmanager function instead",
+            TrioletteDeprecationWarning,
+            stacklevel=3,
+        )
         return asynccontextmanager(lifespan)
     if inspect.isgeneratorfunction(lifespan):
-        raise ConfigurationError(
-            f"lifespan must be an async context manager factory, got the sync generator function {lifespan!r}; "
-            "use 'async def' with @contextlib.asynccontextmanager"
+        warnings.warn(
+            "generator function lifespans are deprecated, use an @contextlib.asynccontextmanager function instead",
+            TrioletteDeprecationWarning,
+            stacklevel=3,
         )
+        return _sync_lifespan(lifespan)
     return lifespan  # type: ignore[no-any-return]
+
+
+def _sync_lifespan(lifespan: Callable[[Any], Any]) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """A sync generator lifespan as an async context manager: before ``yield`` at startup, after it at shutdown."""
+    manager = contextmanager(lifespan)
+
+    @asynccontextmanager
+    async def context(app: Any) -> AsyncIterator[Any]:
+        with manager(app) as state:
+            yield state
+
+    return context
 
 
 _ = (trio, types, Mapping)
