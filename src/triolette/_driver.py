@@ -28,6 +28,7 @@ import errno
 import inspect
 import logging
 import math
+import re
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 from hypercorn.events import Closed, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
-from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
@@ -87,15 +88,16 @@ def check_hypercorn() -> list[str]:
         )
     for cls, names in (
         (ProtocolWrapper, ("initiate", "handle", "protocol")),
-        (H2Protocol, ("idle",)),
+        (H2Protocol, ("idle", "stream_buffers")),
+        (StreamBuffer, ("close",)),
         (HTTPStream, ("app_send", "state", "closed")),
         (WorkerContext, ("terminated", "event_class")),
         (Lifespan, ("handle_lifespan", "wait_for_startup", "wait_for_shutdown")),
         (Config, ("keep_alive_timeout", "read_timeout", "max_app_queue_size", "websocket_max_message_size")),
     ):
-        source = inspect.getsource(cls) if cls in (HTTPStream, WorkerContext, ProtocolWrapper) else ""
+        source = inspect.getsource(cls)  # attributes set in __init__ are not on the class
         for name in names:
-            if not hasattr(cls, name) and f"self.{name} =" not in source:
+            if not hasattr(cls, name) and not re.search(rf"self\.{name}\s*[:=]", source):
                 problems.append(f"hypercorn's {cls.__module__}.{cls.__qualname__} has no attribute {name!r}")
     if not hasattr(ASGIHTTPState, "REQUEST"):
         problems.append("hypercorn.protocol.http_stream.ASGIHTTPState has no member 'REQUEST'")
@@ -240,20 +242,31 @@ class _Connection:
         except OSError:  # pragma: no cover - the client reset the connection right after connect
             self.close()
             return
-        async with trio.open_nursery() as nursery:
-            try:
-                task_group = cast("TaskGroup", _TaskGroup(nursery, server))
-                self.protocol = ProtocolWrapper(
-                    server.app, server.config, server.context, task_group, server.state,
-                    False, client, where, self.send, "http/1.1",
-                )  # fmt: skip
-                self._inner = self.protocol.protocol
-                await self.protocol.initiate()
-                await self._read()
-            finally:
-                # Before the nursery waits for the app's tasks: a write that waits for this
-                # client ends now, and a peer that left is not kept in CLOSE_WAIT.
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    task_group = cast("TaskGroup", _TaskGroup(nursery, server))
+                    self.protocol = ProtocolWrapper(
+                        server.app, server.config, server.context, task_group, server.state,
+                        False, client, where, self.send, "http/1.1",
+                    )  # fmt: skip
+                    self._inner = self.protocol.protocol
+                    await self.protocol.initiate()
+                    await self._read()
+                except trio.Cancelled:
+                    # The server's stop cut the connection off. A write waiting for this client
+                    # ends now; otherwise the app's cancelled tasks may still answer (a 503).
+                    if self._lock.locked():
+                        self.close()
+                    raise
+                except BaseException:
+                    self.close()
+                    raise
+                # The client closed, or the connection is over: close before the nursery waits
+                # for the app's tasks, so that a peer that left is not kept in CLOSE_WAIT.
                 self.close()
+        finally:
+            self.close()
 
     async def _read(self) -> None:
         sock = self.sock
@@ -278,7 +291,17 @@ class _Connection:
             if streak == STREAK:
                 streak = 0
                 await trio.lowlevel.checkpoint()
-        await handle(Closed())
+        await self._protocol_closed()
+
+    async def _protocol_closed(self) -> None:
+        """Tell the protocol the connection is gone. HTTP/2: hypercorn's sending task stops
+        then, so the app's writes still buffered (or yet to come) would wait for it for ever;
+        close the stream buffers, as hypercorn does when a stream ends while it sends."""
+        await self.protocol.handle(Closed())
+        inner = self.protocol.protocol
+        if isinstance(inner, H2Protocol):
+            for buffer in list(inner.stream_buffers.values()):
+                await buffer.close()
 
     async def _wait_readable(self) -> bool:
         """Wait for data; False when the connection is to end (closed, idle too long, read timeout)."""
@@ -341,7 +364,7 @@ class _Connection:
             self._set_idle(cast("Updated", event).idle)
         elif kind is Closed:
             self.close()
-            await self.protocol.handle(Closed())
+            await self._protocol_closed()
 
     async def _send_rest(self, data: bytes) -> None:
         """Write what the kernel did not take at once: one writer at a time, in order, shielded."""
@@ -374,7 +397,7 @@ class _Connection:
 
     async def _peer_gone(self) -> None:
         self.close()
-        await self.protocol.handle(Closed())
+        await self._protocol_closed()
 
     def close(self) -> None:
         if self.closed:
