@@ -418,8 +418,11 @@ def serve(
     access_log: bool = False,
     keep_alive_timeout: float = 5.0,
     root_path: str = "",
+    read_timeout: float | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
 ) -> None:
-    """Serve an ASGI app with hypercorn's trio worker until SIGINT or SIGTERM, then drain.
+    """Serve an ASGI app (hypercorn's protocols, triolette's connection driver) until SIGINT or SIGTERM, then drain.
 
     On the first signal the server stops accepting connections, sets ``app.draining``,
     gives the requests in flight ``graceful_timeout`` seconds to finish (``None``: the
@@ -435,6 +438,10 @@ def serve(
     - ``access_log``: one line per request on stdout (off by default).
     - ``keep_alive_timeout``: seconds an idle keep-alive connection stays open.
     - ``root_path``: the path prefix a proxy mounts the app under (ASGI ``root_path``).
+    - ``read_timeout``: seconds a connection may send nothing while the server waits to
+      read (``None``: no limit besides the keep-alive timeout and the app's ``body_timeout``).
+    - ``certfile`` and ``keyfile``: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this
+      certificate chain and private key (PEM files).
 
     Raises :class:`StartupFailed` when the app's lifespan startup fails, and
     :class:`AppImportError` when the import string names nothing usable.
@@ -447,6 +454,9 @@ def serve(
         access_log=access_log,
         keep_alive_timeout=keep_alive_timeout,
         root_path=root_path,
+        read_timeout=read_timeout,
+        certfile=certfile,
+        keyfile=keyfile,
     )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import struct
 import subprocess
@@ -150,7 +149,7 @@ async def _chunks(*chunks: bytes) -> AsyncIterator[bytes]:
 
 
 async def test_http11_pipelined_requests_are_answered_in_order() -> None:
-    async with serving(make_app()) as (_, port, connect):
+    async with serving(make_app()) as (_, _, connect):
         stream = await connect()
         request = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n"
         await stream.send_all(request + b"one" + request + b"two" + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -186,7 +185,7 @@ async def _append(answers: list[httpx.Response], request: Any) -> None:
 async def test_h2c_by_upgrade_answers_the_upgraded_request_over_http2() -> None:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     settings = client.initiate_upgrade_connection()
-    async with serving(make_app()) as (_, port, connect):
+    async with serving(make_app()) as (_, _, connect):
         stream = await connect()
         await stream.send_all(
             b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
@@ -279,7 +278,7 @@ async def test_a_connection_the_client_closed_leaves_no_close_wait() -> None:
 
 
 async def test_a_half_closed_connection_is_closed_by_the_server_at_once() -> None:
-    async with serving(make_app(), keep_alive_timeout=30) as (_, port, connect):
+    async with serving(make_app(), keep_alive_timeout=30) as (_, _, connect):
         stream = await connect()
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await stream.send_eof()
@@ -288,7 +287,7 @@ async def test_a_half_closed_connection_is_closed_by_the_server_at_once() -> Non
 
 
 async def test_an_idle_keep_alive_connection_closes_after_keep_alive_timeout() -> None:
-    async with serving(make_app(), keep_alive_timeout=0.5) as (_, port, connect):
+    async with serving(make_app(), keep_alive_timeout=0.5) as (_, _, connect):
         stream = await connect()
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await read_response(stream, b"hello")
@@ -303,7 +302,7 @@ async def test_an_idle_keep_alive_connection_closes_after_keep_alive_timeout() -
     ids=["nothing", "half a request head", "http2 preface", "http2 preface and settings"],
 )
 async def test_a_connection_without_a_complete_request_is_closed_within_keep_alive_timeout(sent: bytes) -> None:
-    async with serving(make_app(), keep_alive_timeout=0.5) as (_, port, connect):
+    async with serving(make_app(), keep_alive_timeout=0.5) as (_, _, connect):
         stream = await connect()
         await stream.send_all(sent)
         connected = trio.current_time()
@@ -312,7 +311,7 @@ async def test_a_connection_without_a_complete_request_is_closed_within_keep_ali
 
 
 async def test_the_read_timeout_closes_a_connection_whose_client_stops_sending() -> None:
-    async with serving(make_app(), keep_alive_timeout=30, read_timeout=0.5) as (_, port, connect):
+    async with serving(make_app(), keep_alive_timeout=30, read_timeout=0.5) as (_, _, connect):
         stream = await connect()
         await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab")
         stopped = trio.current_time()
@@ -322,7 +321,7 @@ async def test_the_read_timeout_closes_a_connection_whose_client_stops_sending()
 
 async def test_idle_connections_close_at_once_when_the_server_stops() -> None:
     stop = trio.Event()
-    async with serving(make_app(), stop, keep_alive_timeout=30) as (_, port, connect):
+    async with serving(make_app(), stop, keep_alive_timeout=30) as (_, _, connect):
         stream = await connect()
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         await read_response(stream, b"hello")
@@ -335,11 +334,10 @@ async def test_idle_connections_close_at_once_when_the_server_stops() -> None:
 
 async def test_a_websocket_echoes_over_the_driver() -> None:
     app = make_app()
-    async with serving(app) as (url, _, _):
-        async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
-            for size in (5, 70_000):
-                await ws.send_message(b"y" * size)
-                assert await ws.get_message() == b"y" * size
+    async with serving(app) as (url, _, _), open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
+        for size in (5, 70_000):
+            await ws.send_message(b"y" * size)
+            assert await ws.get_message() == b"y" * size
     assert app.state.received == [5, 70_000]
 
 
@@ -404,7 +402,7 @@ async def test_http2_over_tls_is_served(certificate: tuple[str, str]) -> None:
 async def test_a_second_sigint_answers_an_unanswered_request_with_503_and_connection_close() -> None:
     app = make_app()
     with trio.fail_after(15):
-        async with serving(app) as (_, port, connect):
+        async with serving(app) as (_, _, connect):
             stream = await connect()
             await stream.send_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
             await app.state.started.wait()
@@ -434,7 +432,7 @@ async def test_a_raw_app_cut_off_at_the_end_of_the_drain_gets_503_not_500(monkey
 
     stop = trio.Event()
     with trio.fail_after(15):
-        async with serving(raw, stop, graceful_timeout=0) as (_, port, connect):
+        async with serving(raw, stop, graceful_timeout=0) as (_, _, connect):
             stream = await connect()
             await stream.send_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             await started.wait()
