@@ -98,11 +98,12 @@ def cpu_ticks(pid: int) -> int:
 
 
 def serving_pid(pid: int) -> int:
-    """The process that serves: ``pid`` itself, or its only child (hypercorn's worker process)."""
+    """The process that serves: ``pid`` itself, or hypercorn's worker process (its child that
+    is not multiprocessing's resource tracker)."""
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        found = children.read_text().split()
-        if found:
-            return int(found[0])
+        for child in children.read_text().split():
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
     return pid
 
 

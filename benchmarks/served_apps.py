@@ -6,7 +6,8 @@ from typing import Any
 
 from triolette.applications import Triolette
 from triolette.responses import PlainTextResponse
-from triolette.routing import Route
+from triolette.routing import Route, WebSocketRoute
+from triolette.websockets import WebSocket, WebSocketDisconnect
 
 
 async def _hello(request: Any) -> PlainTextResponse:
@@ -29,3 +30,18 @@ async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+
+async def _echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_bytes(await websocket.receive_bytes())
+    except WebSocketDisconnect:
+        pass
+
+
+# A WebSocket echo that accepts messages of up to 1 MiB (ws_big_frame.py).
+ws_limited = Triolette(
+    routes=[Route("/", _hello), WebSocketRoute("/ws", _echo)], websocket_max_message_size=1024 * 1024
+)

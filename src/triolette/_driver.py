@@ -60,6 +60,8 @@ MAX_RECV = 2**16
 STREAK = 16
 # accept() errors that mean "out of something for now": wait a moment and try again.
 CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# The close frame hypercorn sends when a WebSocket message is over its limit (1009, no reason).
+MESSAGE_TOO_BIG = b"\x88\x02\x03\xf1"
 SHUTTING_DOWN = b"Server shutting down\n"
 SHUTTING_DOWN_HEADERS = [
     (b"content-type", b"text/plain; charset=utf-8"),
@@ -347,6 +349,10 @@ class _Connection:
         if kind is RawData:
             data: bytes = cast("RawData", event).data
             if not data or self.closed:
+                return
+            if data == MESSAGE_TOO_BIG:  # hypercorn refused a WebSocket message over the limit
+                await self._send_rest(data)
+                self.close()  # it would go on buffering the rest of the message: read no more of it
                 return
             if not self._lock.locked():
                 try:
