@@ -41,6 +41,8 @@ SERVERS = {
     "hypercorn-trio": lambda app, port: [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
                                          "--bind", f"127.0.0.1:{port}", "--log-level", "warning", f"served_apps:{app}"],
 }  # fmt: skip
+if os.environ.get("BENCH_ACCESS_LOG") == "1":
+    SERVERS["triolette+log"] = lambda app, port: [*SERVERS["triolette"](app, port), "--access-log"]
 APPS = ["hello", "raw"]
 
 
@@ -181,6 +183,9 @@ def main() -> None:
         if ("triolette", app) in counts:
             line += f", instructions per request x{counts['triolette', app] / counts['hypercorn-trio', app]:.2f}"
         print(line)
+        if ("triolette+log", app) in counts:
+            print(f"{app}: access log on, instructions per request x"
+                  f"{counts['triolette+log', app] / counts['triolette', app]:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
