@@ -141,3 +141,15 @@ def test_hypercorn_gets_the_largest_websocket_message_limit_among_the_apps() -> 
 def test_an_app_without_a_websocket_message_limit_lifts_hypercorns() -> None:
     assert largest_message_limit([Triolette(websocket_max_message_size=None)]) == sys.maxsize
     assert largest_message_limit([]) is None
+
+
+def test_a_missing_hypercorn_enum_member_or_event_field_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    class RawData:  # an event class without the field the driver reads
+        __dataclass_fields__: dict[str, Any] = {}
+
+    monkeypatch.setattr(_driver, "ASGIHTTPState", object())
+    monkeypatch.setattr(_driver, "RawData", RawData)
+    assert check_hypercorn() == [
+        "hypercorn.protocol.http_stream.ASGIHTTPState has no member 'REQUEST'",
+        "hypercorn.events.RawData has no field 'data'",
+    ]

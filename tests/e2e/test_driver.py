@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import ssl
 import struct
 import subprocess
@@ -57,7 +58,7 @@ def make_app(**options: Any) -> Triolette:
 
     async def big(request: Request) -> Response:
         async def chunks() -> AsyncIterator[bytes]:
-            for _ in range(64):
+            for _ in range(int(request.query_params.get("n", "64"))):
                 yield b"x" * 16384
 
         return StreamingResponse(chunks())
@@ -245,6 +246,41 @@ async def _h2_requests_then_vanish(port: int) -> None:
             await sock.send(client.data_to_send())
             while await sock.recv(65536):
                 pass
+
+
+async def test_a_protocol_failure_in_one_connection_is_logged_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serving(make_app()) as (url, _, connect), httpx.AsyncClient() as client:
+        stream = await connect()
+        await stream.send_all(  # HTTP2-Settings that are not base64: hypercorn's upgrade raises
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: a\r\n\r\n"
+        )
+        await read_until_closed(stream, 5)
+        answer = await client.get(f"{url}/")
+    assert answer.text == "hello"
+    assert "Error while serving a connection" in caplog.messages
+
+
+async def test_a_client_that_resets_while_a_large_answer_is_written_ends_only_its_request() -> None:
+    app = make_app()
+    async with serving(app) as (url, port, _):
+        for _ in range(5):
+            sock = trio.socket.socket()
+            with sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(b"GET /big?n=1024 HTTP/1.1\r\nHost: t\r\n\r\n")  # 16 MiB: past the socket buffers
+                assert (await sock.recv(15)).startswith(b"HTTP/1.1 200")
+                await trio.sleep(0.2)  # the server's send buffer fills
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        with trio.fail_after(5):
+            while app.in_flight:  # noqa: ASYNC110 - requests end on their own
+                await trio.sleep(0.02)
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"{url}/big")
+    assert len(answer.content) == 64 * 16384
 
 
 # -- the connection's end -------------------------------------------------------------------------
