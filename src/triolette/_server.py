@@ -1,11 +1,12 @@
 """Serving an app with graceful drain: ``triolette.serve()`` and the engine of ``python -m triolette``.
 
-One worker is one trio run of hypercorn's trio worker (``worker_serve``). The worker
-handles SIGINT and SIGTERM itself: on the first one, hypercorn stops accepting
-connections and every Triolette app whose lifespan runs here drains (``app.drain()``:
-``app.draining`` set, in-flight requests finish within the graceful timeout, the rest
-are cancelled); then hypercorn closes the idle connections and runs the lifespan
-shutdown. A second SIGINT cancels what is still in flight at once.
+One worker is one trio run of hypercorn's protocol classes under triolette's connection
+driver (``_driver.serve_sockets``; hypercorn's own ``worker_serve`` if this hypercorn lacks
+something the driver relies on). The worker handles SIGINT and SIGTERM itself: on the
+first one, the server stops accepting connections and every Triolette app whose lifespan
+runs here drains (``app.drain()``: ``app.draining`` set, in-flight requests finish within
+the graceful timeout, the rest are cancelled); then the idle connections are closed and the
+lifespan shutdown runs. A second SIGINT cancels what is still in flight at once.
 
 Several workers (or ``reload=True``) are processes started from the import string; the
 parent binds the socket, hands it to each worker, and on a signal tells the workers to
