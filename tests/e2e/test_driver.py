@@ -2,7 +2,7 @@
 
 Each test serves on 127.0.0.1 (a port the OS picks) in the test's own trio run and talks
 to it over real sockets: raw ones where the bytes matter, httpx (HTTP/1.1, HTTP/2),
-the h2 library for h2c by upgrade, trio-websocket for WebSockets. Every wait is bounded.
+the h2 library for h2c by upgrade, wsproto for WebSockets. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from trio_websocket import open_websocket_url
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection
 from wsproto.events import Request as WSRequest
 
 from triolette._server import ServerOptions, serve_in_trio
@@ -370,10 +369,25 @@ async def test_idle_connections_close_at_once_when_the_server_stops() -> None:
 
 async def test_a_websocket_echoes_over_the_driver() -> None:
     app = make_app()
-    async with serving(app) as (url, _, _), open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
+    client = WSConnection(ConnectionType.CLIENT)
+    echoed: list[bytes] = []
+    async with serving(app) as (_, _, connect):
+        stream = await connect()
+        await stream.send_all(client.send(WSRequest(host="t", target="/ws")))
+        events: list[Any] = []
+        with trio.fail_after(5):
+            while not any(isinstance(event, AcceptConnection) for event in events):
+                client.receive_data(await stream.receive_some(65536))
+                events += client.events()
         for size in (5, 70_000):
-            await ws.send_message(b"y" * size)
-            assert await ws.get_message() == b"y" * size
+            await stream.send_all(client.send(BytesMessage(b"y" * size)))
+            message = b""
+            with trio.fail_after(5):
+                while len(message) < size:
+                    client.receive_data(await stream.receive_some(65536))
+                    message += b"".join(bytes(e.data) for e in client.events() if isinstance(e, BytesMessage))
+            echoed.append(message)
+    assert echoed == [b"y" * 5, b"y" * 70_000]
     assert app.state.received == [5, 70_000]
 
 
