@@ -105,6 +105,9 @@ def test_options_reach_serve(project: Path, monkeypatch: pytest.MonkeyPatch) -> 
                 "access_log": True,
                 "keep_alive_timeout": 2.0,
                 "root_path": "/api",
+                "read_timeout": None,
+                "certfile": None,
+                "keyfile": None,
             },
         )
     ]
@@ -129,3 +132,12 @@ def test_a_port_in_use_is_one_line_and_exit_1(project: Path, capsys: pytest.Capt
             gc.collect()  # hypercorn leaves the socket it could not bind unclosed; let it go here
     err = capsys.readouterr().err
     assert err.startswith(f"triolette: error: could not listen on 127.0.0.1:{port}: ")
+
+
+def test_read_timeout_and_tls_options_reach_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(triolette._server, "serve", lambda app, **options: seen.update(options))
+    argv = ["main:app", "--read-timeout", "7", "--certfile", "c.pem", "--keyfile", "k.pem"]
+    assert main(argv) == 0
+    assert (seen["read_timeout"], seen["certfile"], seen["keyfile"]) == (7, "c.pem", "k.pem")
+    assert build_parser().parse_args(["main:app"]).read_timeout is None

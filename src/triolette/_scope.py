@@ -47,7 +47,7 @@ from triolette._conversation import (
     expired,
     watch_deadline,
 )
-from triolette._scope_websocket import ClientGone, WebSocketSide
+from triolette._scope_websocket import UNHANDLED_DISCONNECT_KEY, ClientGone, WebSocketSide
 from triolette._utils import exception_leaves, raise_as_itself
 from triolette.exceptions import ClientDisconnect, HTTPException
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,6 +60,7 @@ __all__ = [
     "DEFAULT_WS_MAX_MESSAGE_SIZE",
     "INTERNAL_EXCEPTIONS",
     "SCOPE_KEY",
+    "UNHANDLED_DISCONNECT_KEY",
     "ClientGone",
     "RequestScope",
     "RequestSettings",
@@ -71,6 +72,10 @@ __all__ = [
 ]
 
 SCOPE_KEY = "triolette.request_scope"
+# Where the code and reason of a WebSocket handler's unhandled WebSocketDisconnect (the client had
+# gone) are left in the ASGI scope (set by _scope_websocket.py): the server has nothing to do with
+# it, but the test client re-raises it as Starlette's does. Not the exception itself: its frames
+# refer to the scope.
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
@@ -450,6 +455,15 @@ class RequestScope(WebSocketSide):
     async def _watch(self) -> None:
         try:
             await self._watch_until_done()
+        except trio.Cancelled:
+            if self._request_nursery.cancel_scope.cancel_called and self.watcher is not STOPPING:
+                raise  # the request's own cancellation: disconnect, deadline, drain
+            # Either the request is complete (we stopped the watcher), or a cancel scope around
+            # the whole ASGI call, in the caller's task, was cancelled: the app meets that at
+            # its own next checkpoint, and this task only stops listening. Re-raising here
+            # would replace a response that the app completes without another checkpoint
+            # (Starlette, with no task waiting then, returns it) with this task's Cancelled.
+            return
         finally:
             self.watcher = DONE
 

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientGone", "WebSocketSide"]
 
+# The scope key where the code and reason of a handler's unhandled WebSocketDisconnect are left
+# (defined here, below _scope.py which re-exports it, so that this module needs no import of it).
+UNHANDLED_DISCONNECT_KEY = "triolette.unhandled_disconnect"
+
 _CLOSE_TIMEOUT = 30.0  # seconds a close may take when the app has no send_timeout
 
 
@@ -103,6 +107,9 @@ class WebSocketSide:
                 if not self._says_closed(exc):
                     await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
                     raise
+                if self._is_client_disconnect(exc):  # the client left and the handler did not catch it
+                    code = self.inbox.disconnect.get("code", 1000)
+                    self.asgi_scope[UNHANDLED_DISCONNECT_KEY] = (code, getattr(exc, "reason", ""))
             else:
                 await self._close_websocket(1000)  # the handler returned, the connection ends
         watching = self.watcher == "running"
@@ -129,6 +136,16 @@ class WebSocketSide:
         cs = self.nursery.cancel_scope
         cs.deadline = min(cs.deadline, trio.current_time() + (self.send_timeout or _CLOSE_TIMEOUT))
         return True
+
+    def _is_client_disconnect(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the WebSocketDisconnect the handler got for the client's own
+        ``websocket.disconnect`` (not, say, a failed send to another closed connection)."""
+        disconnect = self.inbox.disconnect
+        return (
+            self.inbox.gone
+            and disconnect["type"] == "websocket.disconnect"
+            and getattr(exc, "code", None) == disconnect.get("code", 1000)
+        )
 
     def _says_closed(self, exc: Exception) -> bool:
         """Whether ``exc`` only reports that the connection had closed (nothing to log)."""
