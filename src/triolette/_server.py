@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import logging
 import math
 import multiprocessing
@@ -145,6 +146,12 @@ def load_app(path: str) -> ASGIApp:
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise AppImportError(f"the app must be given as 'module:attribute' (e.g. 'main:app'), got {path!r}")
+    if module_name.endswith(".py") or "/" in module_name:
+        dotted = module_name.removesuffix(".py").strip("/").replace("/", ".")
+        raise AppImportError(
+            f"{path!r} names a file, but the app is given as module:attribute: "
+            f"try '{dotted}:{attribute}', from the directory that holds it"
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -162,7 +169,25 @@ def load_app(path: str) -> ASGIApp:
             raise AppImportError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(app):
         raise AppImportError(f"{path!r} is {app!r}, not an ASGI app")
+    if not _takes_scope_receive_send(app):
+        raise AppImportError(
+            f"{path!r} is {app!r}, which cannot be called as app(scope, receive, send): not an ASGI app; "
+            f"serve the application instead (e.g. app = Triolette(routes=[Route('/', endpoint)]))"
+        )
     return app  # type: ignore[no-any-return]
+
+
+def _takes_scope_receive_send(app: Any) -> bool:
+    """Whether ``app`` accepts the three positional arguments of an ASGI call (True when unknown)."""
+    try:
+        signature = inspect.signature(app)
+    except (TypeError, ValueError):  # a builtin or extension callable: let the first call tell
+        return True
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
 
 
 # -- one worker: a trio run of hypercorn -----------------------------------------------------
