@@ -90,6 +90,7 @@ def test_serve_prints_the_url_and_what_to_try_and_honours_port(checkout: Path) -
 
 def test_the_test_command_installs_no_system_packages(checkout: Path) -> None:
     out, calls = run("scripts/test", checkout)
+    assert "Installing triolette[full] and the dev group into .venv" in out
     assert not [call for call in calls if call.startswith("apt-get")]
     assert "-e .[full] --group dev" in installs(calls)[1]
     assert calls[-3:-1] == ["ruff check src tests examples benchmarks", "mypy "]
