@@ -351,3 +351,20 @@ async def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> No
                 await closed.wait()
             assert trio.current_time() - stopped_reading >= 1
         stop.set()
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_growing_waits() -> None:
+    from triolette._server import _Backoff
+
+    backoff = _Backoff(first=0.5, cap=30.0, stable_after=10.0)
+    assert [backoff.next_delay(ran_for=1.0) for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff.next_delay(ran_for=600.0) == 0.5  # after a stable run, the first wait again
+    assert backoff.next_delay(ran_for=2.0) == 1.0
+
+
+def test_how_a_worker_ended_reads_in_the_log() -> None:
+    from triolette._server import _how_it_ended
+
+    assert _how_it_ended(-9) == "was killed by SIGKILL"
+    assert _how_it_ended(1) == "exited with code 1"
+    assert _how_it_ended(-999) == "exited with code -999"
