@@ -616,6 +616,9 @@ class _Supervisor:
                 self.signal_workers(signal.SIGTERM)
                 self.restart.set()
 
+    async def wait_exit(self, process: BaseProcess) -> None:
+        await trio.to_thread.run_sync(process.join, abandon_on_cancel=True)
+
     async def run_generation(self) -> int:
         """Run the workers until a stop or a restart; returns the exit code of a worker that
         could not run the app (which stops the others), or 0."""
@@ -629,7 +632,7 @@ class _Supervisor:
             while True:
                 process, reader = self.start_worker(slot)
                 started = trio.current_time()
-                await trio.to_thread.run_sync(process.join, abandon_on_cancel=True)
+                await self.wait_exit(process)
                 reason = _read_reason(reader)
                 if self.restart.is_set():  # stopping, reloading, or another worker failed
                     return
@@ -664,6 +667,7 @@ class _Supervisor:
         )
         async with trio.open_nursery() as nursery:
             for sock in self.sockets.insecure_sockets:
+                sock.listen(self.config.backlog)  # listening already, unless no worker ever started
                 nursery.start_soon(_answer_every_connection, sock, response)
 
 
