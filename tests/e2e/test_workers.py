@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 APP = """
+import asyncio
 from triolette.applications import Triolette
 from triolette.responses import PlainTextResponse
 from triolette.routing import Route
@@ -31,7 +32,10 @@ from triolette.routing import Route
 async def hello(request):
     return PlainTextResponse("hello")
 
-app = Triolette(routes=[Route("/", hello)])
+async def asyncio_only(request):
+    await asyncio.sleep(1)
+
+app = Triolette(routes=[Route("/", hello), Route("/asyncio", asyncio_only)])
 """
 
 WORKER_SERVING = re.compile(r"\[(\d+)\] \[INFO\] Serving on http://127\.0\.0\.1:\d+$", re.MULTILINE)
@@ -174,4 +178,18 @@ async def test_under_asyncio_hypercorn_the_first_log_line_is_the_refusal(tmp_pat
     assert first_line == (
         "triolette runs under trio only, but was called from asyncio. "
         "Serve it with 'python -m triolette module:app' or 'hypercorn --worker-class trio module:app'."
+    )
+
+
+async def test_asyncio_code_in_an_endpoint_is_explained_in_the_error_log(tmp_path: Path) -> None:
+    async with triolette(tmp_path) as server:
+        await server.wait_workers(1)
+        assert (await server.get("/asyncio")).status_code == 500
+        await server.wait_for(r"^RuntimeError: no running event loop$")
+        assert await server.stop() == 0
+    lines = server.stderr.splitlines()
+    note = lines[lines.index("RuntimeError: no running event loop") + 1]
+    assert note.startswith("triolette runs on trio, not asyncio: this is asyncio-only code")
+    assert note.endswith(
+        "Use trio or anyio, or a trio-compatible client; see docs/database.md for databases that work."
     )
