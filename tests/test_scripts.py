@@ -85,6 +85,7 @@ def test_serve_prints_the_url_and_what_to_try_and_honours_port(checkout: Path) -
     assert "The demo board will be at http://127.0.0.1:8123/" in out
     assert "add a card" in out
     assert "http://127.0.0.1:8123/stats" in out
+    assert "http://127.0.0.1:8123/stats?delay=2 passes it: 503" in out
     assert calls[-1] == "python -m triolette examples.board.app:app --host 127.0.0.1 --port 8123"
 
 
