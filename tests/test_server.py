@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -471,6 +472,14 @@ async def test_a_broken_app_under_reload_is_answered_503_at_once_with_the_reason
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervisor.answer_unavailable)
             await trio.testing.wait_all_tasks_blocked()
+            for linger in (False, True):  # a client that leaves at once, then one that resets
+                rude = trio.socket.socket()
+                await rude.connect((host, port))
+                if linger:
+                    rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await rude.send(b"GET / HTTP/1.1\r\n")
+                rude.close()
+                await trio.testing.wait_all_tasks_blocked()
             for _ in range(2):  # every request, not just the first
                 stream = await trio.open_tcp_stream(host, port)
                 async with stream:

@@ -476,26 +476,28 @@ def _worker_process(
         sock.listen(_hypercorn_config_class().backlog)
     try:
         app = load_app(app_path)
-        trio.run(partial(serve_in_trio, app, options, sockets=sockets, parent_pid=parent_pid))
     except AppImportError as exc:
         logger.error("%s", exc)
         _report(report, str(exc))
         sys.exit(BAD_APP_EXIT)
-    except StartupFailed as exc:
-        logger.error("Application startup failed: %s", exc, exc_info=exc.__cause__)
-        _report(report, f"the application's startup failed: {exc}")
-        sys.exit(STARTUP_FAILED_EXIT)
-    except Exception as exc:  # importing the app's module raised: a syntax error while reloading, say
+    except Exception as exc:  # the app's module raised as it was imported: a syntax error while reloading, say
         line = f"{type(exc).__name__}: {exc}"
         logger.error("Could not import %s: %s", app_path, line, exc_info=exc)
         _report(report, line)
         sys.exit(BROKEN_APP_EXIT)
+    try:
+        trio.run(partial(serve_in_trio, app, options, sockets=sockets, parent_pid=parent_pid))
+    except StartupFailed as exc:
+        logger.error("Application startup failed: %s", exc, exc_info=exc.__cause__)
+        _report(report, f"the application's startup failed: {exc}")
+        sys.exit(STARTUP_FAILED_EXIT)
 
 
 def _report(report: Connection | None, line: str) -> None:
+    """Tell the supervisor, in one line, why this worker cannot run the app."""
     if report is not None:
         with contextlib.suppress(OSError):  # the supervisor is gone: nobody to tell
-            report.send(line)
+            report.send(" ".join(line.split()))
             report.close()
 
 
@@ -681,7 +683,8 @@ async def _answer_every_connection(sock: socket.socket, response: bytes) -> None
 
 async def _answer_once(stream: trio.SocketStream, response: bytes) -> None:
     async with stream:
-        with trio.move_on_after(5):
+        # A client that resets the connection or sends nothing for 5 s gets nothing more.
+        with trio.move_on_after(5), contextlib.suppress(trio.BrokenResourceError):
             head = b""  # read the request head first, so that closing does not reset the connection
             while b"\r\n\r\n" not in head and len(head) < 65536:
                 chunk = await stream.receive_some(65536)
