@@ -41,7 +41,7 @@ def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> s
 def test_a_fresh_clone_with_nothing_beside_it_collects_every_test(tmp_path: Path) -> None:
     clone = tmp_path / "triolette"
     run(["git", "clone", "--quiet", str(ROOT), str(clone)], cwd=tmp_path, env=clean_env(), timeout=120)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["triolette"]  # no ../shared, nothing else
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["triolette"]  # nothing beside the clone
     env = clean_env(PYTHONPATH=f"{clone / 'src'}{os.pathsep}{clone}")
     where = run([sys.executable, "-c", "import triolette; print(triolette.__file__)"], cwd=clone, env=env, timeout=60)
     assert Path(where.stdout.strip()).is_relative_to(clone)
@@ -55,6 +55,15 @@ def test_a_fresh_clone_with_nothing_beside_it_collects_every_test(tmp_path: Path
     assert match is not None, result.stdout[-2000:]
     assert int(match.group(1)) > 1000
     assert "error" not in result.stdout.splitlines()[-1].lower()
+
+
+def test_no_test_or_script_reads_outside_the_repository() -> None:
+    outside = ("../" + "shared", 'parent / "' + 'shared"')
+    for folder in ("tests", "scripts", ".ci", "src", "examples", "benchmarks"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in ("", ".py", ".sh", ".toml", ".cfg"):
+                text = path.read_text(errors="replace")
+                assert not any(needle in text for needle in outside), f"{path.relative_to(ROOT)} reads outside"
 
 
 def test_the_sdist_builds_a_wheel_that_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
