@@ -154,6 +154,15 @@ def test_a_file_name_suggests_the_module(
     )
 
 
+def test_a_file_name_without_an_attribute_suggests_module_colon_app(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["app.py"]) == 2
+    assert capsys.readouterr().err == (
+        "triolette: error: the app must be given as 'module:attribute' (e.g. 'app:app'), got 'app.py'\n"
+    )
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_plain_function_is_refused_at_startup_in_one_line(
     project: Path, workers: str, capsys: pytest.CaptureFixture[str]

@@ -154,13 +154,14 @@ def load_app(path: str) -> ASGIApp:
     is not there; an error raised while the module itself runs propagates unchanged.
     """
     module_name, sep, attribute = path.partition(":")
+    names_a_file = module_name.endswith(".py") or "/" in module_name
     if not sep or not module_name or not attribute:
-        raise AppImportError(f"the app must be given as 'module:attribute' (e.g. 'main:app'), got {path!r}")
-    if module_name.endswith(".py") or "/" in module_name:
-        dotted = module_name.removesuffix(".py").strip("/").replace("/", ".")
+        example = f"{_module_of(module_name)}:app" if names_a_file else "main:app"
+        raise AppImportError(f"the app must be given as 'module:attribute' (e.g. {example!r}), got {path!r}")
+    if names_a_file:
         raise AppImportError(
             f"{path!r} names a file, but the app is given as module:attribute: "
-            f"try '{dotted}:{attribute}', from the directory that holds it"
+            f"try '{_module_of(module_name)}:{attribute}', from the directory that holds it"
         )
     try:
         module = importlib.import_module(module_name)
@@ -185,6 +186,11 @@ def load_app(path: str) -> ASGIApp:
             f"serve the application instead (e.g. app = Triolette(routes=[Route('/', endpoint)]))"
         )
     return app  # type: ignore[no-any-return]
+
+
+def _module_of(file_name: str) -> str:
+    """The module a file name stands for: 'pkg/web.py' -> 'pkg.web'."""
+    return file_name.removesuffix(".py").strip("/").replace("/", ".")
 
 
 def _takes_scope_receive_send(app: Any) -> bool:
