@@ -151,7 +151,9 @@ def load_app(path: str) -> ASGIApp:
     """Import ``"module:attribute"`` (the attribute may be dotted) and return the app it names.
 
     Raises :class:`AppImportError` with a one-line message when the module or the attribute
-    is not there; an error raised while the module itself runs propagates unchanged.
+    is not there, when ``path`` names a file (``main.py:app``), or when what it names cannot be
+    called as ``app(scope, receive, send)``; an error raised while the module itself runs
+    propagates unchanged.
     """
     module_name, sep, attribute = path.partition(":")
     names_a_file = module_name.endswith(".py") or "/" in module_name
