@@ -100,12 +100,14 @@ def test_the_test_command_installs_no_system_packages(checkout: Path) -> None:
     assert installs(calls) == []  # installed already
 
 
-def test_ci_announces_the_browser_packages_before_it_installs_them(checkout: Path) -> None:
+def test_ci_announces_the_system_packages_before_it_installs_them(checkout: Path) -> None:
     if os.getuid() != 0:
-        pytest.skip("the CI script installs the browser only as root")
+        pytest.skip("the CI script installs system packages only as root")
     out, calls = run(".ci/run", checkout)
-    assert "Installing Debian's chromium and chromium-driver for the browser test" in out
-    assert calls[:2] == ["apt-get update -qq", "apt-get install -y -qq chromium chromium-driver"]
+    assert "Installing Debian packages for the browser and Redis tests: chromium chromium-driver redis-server" in out
+    assert calls[:2] == ["apt-get update -qq", "apt-get install -y -qq chromium chromium-driver redis-server"]
     assert calls[-1].startswith("python -m pytest")  # then the README's test command, as is
     _, calls = run(".ci/run", checkout, TRIOLETTE_NO_BROWSER="1")
+    assert calls[:2] == ["apt-get update -qq", "apt-get install -y -qq redis-server"]
+    _, calls = run(".ci/run", checkout, TRIOLETTE_NO_BROWSER="1", TRIOLETTE_NO_REDIS="1")
     assert not [call for call in calls if call.startswith("apt-get")]
