@@ -42,11 +42,11 @@ def checkout(tmp_path: Path) -> Path:
     return project
 
 
-def run(script: str, project: Path, **env: str) -> tuple[str, list[str]]:
+def run(script: str, project: Path, extra: list[str] | None = None, **env: str) -> tuple[str, list[str]]:
     calls = project.parent / "calls"
     calls.write_text("")
     result = subprocess.run(
-        [str(project / script)],
+        [str(project / script), *(extra or [])],
         env={**os.environ, "PATH": str(project.parent / "bin"), "CALLS": str(calls), **env},
         capture_output=True,
         text=True,
@@ -70,6 +70,11 @@ def test_serve_installs_once_then_starts_at_once(checkout: Path) -> None:
     assert installs(calls) == []
     assert "Installing" not in out
     assert calls == ["python -m triolette examples.board.app:app --host 127.0.0.1 --port 8000"]
+
+
+def test_serve_passes_extra_arguments_to_the_command(checkout: Path) -> None:
+    _, calls = run("scripts/serve", checkout, extra=["--workers", "2"])
+    assert calls[-1] == "python -m triolette examples.board.app:app --host 127.0.0.1 --port 8000 --workers 2"
 
 
 def test_serve_installs_again_when_pyproject_changes(checkout: Path) -> None:
