@@ -80,3 +80,11 @@ def test_migrating_names_starlette_1x_and_the_0x_apis_to_change() -> None:
 
 def test_testing_says_how_to_install_pytest_trio() -> None:
     assert "pip install './triolette[test]' pytest pytest-trio" in (ROOT / "docs" / "testing.md").read_text()
+
+
+def test_migrating_lists_the_multipart_messages_that_say_more_than_starlettes() -> None:
+    from triolette.formparsers import _HEADER_LIMITS
+
+    text = " ".join((ROOT / "docs" / "migrating.md").read_text(encoding="utf-8").split())
+    for message in _HEADER_LIMITS.values():
+        assert f'"{message}"' in text, f"docs/migrating.md does not list {message!r}"

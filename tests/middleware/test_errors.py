@@ -217,3 +217,26 @@ def test_the_asyncio_note_is_added_once_and_only_to_event_loop_errors() -> None:
     other = RuntimeError("something else")
     _explain_asyncio_only_code(other)
     assert not hasattr(other, "__notes__")
+
+
+def test_500_handler_is_called_even_when_the_response_had_started() -> None:
+    seen: list[str] = []
+
+    async def fails() -> None:
+        raise ValueError("background failed")
+
+    async def endpoint(request: Request) -> Response:
+        return Response(status_code=204, background=BackgroundTask(fails))
+
+    async def report(request: Request, exc: Exception) -> Response:
+        seen.append(f"{type(exc).__name__}: {exc}")
+        return PlainTextResponse("handled", status_code=500)
+
+    app = Triolette(routes=[Route("/", endpoint)], exception_handlers={Exception: report})
+    response = client_for(app).get("/")
+    assert response.status_code == 204  # the handler's 500 is not sent over the started response
+    assert response.content == b""
+    assert seen == ["ValueError: background failed"]
+    with pytest.raises(ValueError, match=r"^background failed$"):
+        TestClient(app).get("/")
+    assert len(seen) == 2
