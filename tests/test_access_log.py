@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypercorn.config import Config
 
 from triolette._access_log import AccessLogger
@@ -80,3 +81,10 @@ async def test_a_response_without_a_close_is_logged_once(access_log: tuple[Acces
 
 def test_the_server_uses_the_one_line_access_logger() -> None:
     assert isinstance(ServerOptions(access_log=True).hypercorn_config().log, AccessLogger)
+
+
+async def test_without_an_access_log_a_closing_client_is_not_held_up() -> None:
+    logger = AccessLogger(Config())  # accesslog None: hypercorn's default
+    with trio.testing.assert_no_checkpoints():
+        await logger.access(scope(), None, 0.001)
+    assert logger._closing == {}

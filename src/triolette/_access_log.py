@@ -34,6 +34,8 @@ class AccessLogger(Logger):
         self._closing: dict[int, bool] = {}  # id(scope) of a request logged as closing -> answered since?
 
     async def access(self, request: WWWScope, response: ResponseSummary | None, request_time: float) -> None:
+        if self.access_logger is None:
+            return  # no access log: nothing to wait for (hypercorn calls this for every request)
         key = id(request)
         if response is None:
             self._closing[key] = False
