@@ -106,6 +106,9 @@ def test_options_reach_serve(project: Path, monkeypatch: pytest.MonkeyPatch) -> 
                 "access_log": True,
                 "keep_alive_timeout": 2.0,
                 "root_path": "/api",
+                "read_timeout": None,
+                "certfile": None,
+                "keyfile": None,
             },
         )
     ]
@@ -184,3 +187,12 @@ def test_an_app_whose_signature_cannot_be_read_is_let_through(project: Path) -> 
         assert triolette._server.load_app("site_builtin:app") is max
     finally:
         sys.modules.pop("site_builtin", None)
+
+
+def test_read_timeout_and_tls_options_reach_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(triolette._server, "serve", lambda app, **options: seen.update(options))
+    argv = ["main:app", "--read-timeout", "7", "--certfile", "c.pem", "--keyfile", "k.pem"]
+    assert main(argv) == 0
+    assert (seen["read_timeout"], seen["certfile"], seen["keyfile"]) == (7, "c.pem", "k.pem")
+    assert build_parser().parse_args(["main:app"]).read_timeout is None

@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--root-path", default="", metavar="PATH", help="the path prefix a proxy serves the app under"
     )
     parser.add_argument(
+        "--read-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="close a connection that sends nothing for this long while the server waits to read (default: none)",
+    )
+    parser.add_argument("--certfile", metavar="PATH", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--keyfile", metavar="PATH", help="the private key of --certfile (PEM)")
+    parser.add_argument(
         "--reload", action="store_true", help="restart when a source file under the current directory changes"
     )
     parser.add_argument(
@@ -129,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             access_log=args.access_log,
             keep_alive_timeout=args.keep_alive_timeout or 5.0,
             root_path=args.root_path,
+            read_timeout=args.read_timeout or None,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
         )
     except AppImportError as exc:
         print(f"triolette: error: {exc}", file=sys.stderr)

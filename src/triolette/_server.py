@@ -1,11 +1,12 @@
 """Serving an app with graceful drain: ``triolette.serve()`` and the engine of ``python -m triolette``.
 
-One worker is one trio run of hypercorn's trio worker (``worker_serve``). The worker
-handles SIGINT and SIGTERM itself: on the first one, hypercorn stops accepting
-connections and every Triolette app whose lifespan runs here drains (``app.drain()``:
-``app.draining`` set, in-flight requests finish within the graceful timeout, the rest
-are cancelled); then hypercorn closes the idle connections and runs the lifespan
-shutdown. A second SIGINT cancels what is still in flight at once.
+One worker is one trio run of hypercorn's protocol classes under triolette's connection
+driver (``_driver.serve_sockets``; hypercorn's own ``worker_serve`` if this hypercorn lacks
+something the driver relies on). The worker handles SIGINT and SIGTERM itself: on the
+first one, the server stops accepting connections and every Triolette app whose lifespan
+runs here drains (``app.drain()``: ``app.draining`` set, in-flight requests finish within
+the graceful timeout, the rest are cancelled); then the idle connections are closed and the
+lifespan shutdown runs. A second SIGINT cancels what is still in flight at once.
 
 Several workers (or ``reload=True``) are processes started from the import string; the
 parent binds the socket, hands it to each worker, and on a signal tells the workers to
@@ -30,7 +31,7 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
@@ -83,6 +84,9 @@ class ServerOptions:
     access_log: bool = False
     keep_alive_timeout: float = 5.0
     root_path: str = ""
+    read_timeout: float | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -96,6 +100,14 @@ class ServerOptions:
         if not _is_seconds(self.keep_alive_timeout) or self.keep_alive_timeout == 0:
             raise ValueError(
                 f"keep_alive_timeout must be a positive number of seconds, got {self.keep_alive_timeout!r}"
+            )
+        if self.read_timeout is not None and (not _is_seconds(self.read_timeout) or self.read_timeout == 0):
+            raise ValueError(
+                f"read_timeout must be a positive number of seconds (or None), got {self.read_timeout!r}"
+            )
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError(
+                f"TLS needs both certfile and keyfile, got certfile={self.certfile!r}, keyfile={self.keyfile!r}"
             )
 
     @property
@@ -112,6 +124,9 @@ class ServerOptions:
         config.logger_class = _access_logger_class()
         config.keep_alive_timeout = self.keep_alive_timeout
         config.root_path = self.root_path
+        config.read_timeout = self.read_timeout  # type: ignore[assignment] # hypercorn reads any number of seconds
+        config.certfile = self.certfile
+        config.keyfile = self.keyfile
         config.graceful_timeout = _drain_bound(self.graceful_timeout) + HYPERCORN_BACKSTOP
         return config
 
@@ -270,16 +285,16 @@ async def serve_in_trio(
     ``task_status.started()`` gets the bound addresses (``["http://127.0.0.1:8000"]``).
     Raises :class:`StartupFailed` when the app's lifespan startup fails.
     """
-    from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
+    serve_sockets = _pick_driver()
     config = options.hypercorn_config()
     own_sockets = sockets is None
     if sockets is None:  # bound here rather than by hypercorn, so that their options can be set
         sockets = config.create_sockets()
         for sock in _stream_sockets(sockets):
             sock.listen(config.backlog)
-    announce = _Announce(app, sockets, task_status)
+    announce = _Announce(app, sockets, config, task_status)
     try:
         async with trio.open_nursery() as nursery:
             shutdown = _Shutdown(options, nursery)
@@ -292,7 +307,7 @@ async def serve_in_trio(
             trigger = partial(shutdown.trigger, config)
             status = cast("trio.TaskStatus[list[str]]", announce)
             wrapped = wrap_app(cast("Framework", app), config.wsgi_max_body_size, "asgi")
-            await worker_serve(wrapped, config, sockets=sockets, shutdown_trigger=trigger, task_status=status)
+            await serve_sockets(wrapped, config, sockets=sockets, shutdown_trigger=trigger, task_status=status)
             nursery.cancel_scope.cancel(reason="server stopped")
     except BaseException as exc:
         message = _startup_failure(exc)
@@ -308,19 +323,39 @@ async def serve_in_trio(
     logger.info("Stopped")
 
 
+def _pick_driver() -> Callable[..., Awaitable[None]]:
+    """triolette's connection driver, or hypercorn's trio worker when this hypercorn lacks
+    something the driver relies on (each missing name is logged)."""
+    from triolette._driver import check_hypercorn, serve_sockets
+
+    problems = check_hypercorn()
+    if not problems:
+        return serve_sockets
+    from hypercorn.trio.run import worker_serve
+
+    for problem in problems:
+        logger.warning("Serving with hypercorn's own trio worker: %s", problem)
+    return worker_serve
+
+
 class _Announce:
     """Passes hypercorn's bound addresses on to our caller, and says where we serve."""
 
-    def __init__(self, app: ASGIApp, sockets: Sockets, task_status: trio.TaskStatus[list[str]]) -> None:
+    def __init__(self, app: ASGIApp, sockets: Sockets, config: Config, task_status: trio.TaskStatus[list[str]]) -> None:
         self.app = app
         self.sockets = sockets
+        self.config = config
         self.task_status = task_status
 
     def started(self, binds: list[str]) -> None:
         from triolette.applications import Triolette
 
         # Called once the lifespan startup is done, before the first connection is accepted.
-        bound_unread_sends(_stream_sockets(self.sockets), running_apps())
+        apps = running_apps()
+        bound_unread_sends(_stream_sockets(self.sockets), apps)
+        limit = largest_message_limit(apps)
+        if limit is not None:
+            self.config.websocket_max_message_size = limit
         # hypercorn starts listening even when the lifespan startup has just failed (its
         # lifespan task has not ended yet): say "serving" only when that is true.
         if not (isinstance(self.app, Triolette) and self.app not in running_apps()):
@@ -351,6 +386,26 @@ def bound_unread_sends(sockets: list[socket.socket], apps: list[Triolette]) -> f
         if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, option, math.ceil(longest * 1000))
     return longest
+
+
+def largest_message_limit(apps: list[Triolette]) -> int | None:
+    """The WebSocket message size for hypercorn: the largest limit among the apps served (and
+    the Triolette apps mounted in them), so that a message past every app's limit is refused
+    while it arrives rather than after the server has buffered it whole. None (hypercorn's
+    default stays) when no Triolette app is served; ``sys.maxsize`` when one has no limit."""
+    from triolette._lifespan import walk_apps
+    from triolette.applications import Triolette
+
+    limits: list[int | None] = []
+    for app in apps:
+        limits.append(app._settings.ws_max_message_size)
+        inner = [each for each in walk_apps(app.router) if isinstance(each, Triolette)]
+        limits += [each._settings.ws_max_message_size for each in inner]
+    if not limits:
+        return None
+    if None in limits:
+        return sys.maxsize
+    return max(cast("list[int]", limits))
 
 
 async def _when_set(event: trio.Event, then: Callable[[], None]) -> None:
@@ -407,8 +462,11 @@ def serve(
     access_log: bool = False,
     keep_alive_timeout: float = 5.0,
     root_path: str = "",
+    read_timeout: float | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
 ) -> None:
-    """Serve an ASGI app with hypercorn's trio worker until SIGINT or SIGTERM, then drain.
+    """Serve an ASGI app (hypercorn's protocols, triolette's connection driver) until SIGINT or SIGTERM, then drain.
 
     On the first signal the server stops accepting connections, sets ``app.draining``,
     gives the requests in flight ``graceful_timeout`` seconds to finish (``None``: the
@@ -424,6 +482,10 @@ def serve(
     - ``access_log``: one line per request on stdout (off by default).
     - ``keep_alive_timeout``: seconds an idle keep-alive connection stays open.
     - ``root_path``: the path prefix a proxy mounts the app under (ASGI ``root_path``).
+    - ``read_timeout``: seconds a connection may send nothing while the server waits to
+      read (``None``: no limit besides the keep-alive timeout and the app's ``body_timeout``).
+    - ``certfile`` and ``keyfile``: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this
+      certificate chain and private key (PEM files).
 
     Raises :class:`StartupFailed` when the app's lifespan startup fails, and
     :class:`AppImportError` when the import string names nothing usable.
@@ -436,6 +498,9 @@ def serve(
         access_log=access_log,
         keep_alive_timeout=keep_alive_timeout,
         root_path=root_path,
+        read_timeout=read_timeout,
+        certfile=certfile,
+        keyfile=keyfile,
     )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
