@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import logging
 import math
@@ -514,7 +515,15 @@ def serve(
             f"workers={workers}{' and reload=True' if reload else ''} need the app as an import string, "
             "e.g. serve('main:app', workers=4): each worker process imports it"
         )
-    load_app(app)  # a bad import string fails here, once, with its one-line message
+    try:
+        load_app(app)  # a bad import string fails here, once, with its one-line message
+    except AppImportError:
+        raise
+    except Exception as exc:  # the module itself raised (a syntax error, say)
+        if not reload:
+            raise
+        # --reload: the supervisor answers 503 with the reason and restarts on the fix.
+        logger.error("Could not import %s: %s: %s", app, type(exc).__name__, exc)
     code = trio.run(_supervise, app, options, workers, reload)
     if code == STARTUP_FAILED_EXIT:
         raise StartupFailed("a worker's startup failed (its error is logged above)")
@@ -680,10 +689,11 @@ class _Supervisor:
                     self.signal_workers(signal.SIGINT)
 
     async def watch_files(self) -> None:
-        before = await trio.to_thread.run_sync(_source_mtimes)
+        app_file = _module_file(self.app_path)
+        before = await trio.to_thread.run_sync(_source_mtimes, app_file)
         while True:
             await trio.sleep(1)
-            now = await trio.to_thread.run_sync(_source_mtimes)
+            now = await trio.to_thread.run_sync(_source_mtimes, app_file)
             changed = sorted(str(path) for path in now if before.get(path) != now[path])
             before = now
             if changed and not self.stopping:
@@ -767,12 +777,23 @@ async def _answer_once(stream: trio.SocketStream, response: bytes) -> None:
             await stream.send_all(response)
 
 
-def _source_mtimes() -> dict[Path, float]:
-    """Modification times of the imported modules' files under the current directory."""
+def _module_file(app_path: str) -> Path | None:
+    """The file of the app's module, found without running it (so also when it cannot import)."""
+    try:
+        spec = importlib.util.find_spec(app_path.partition(":")[0])
+    except (ImportError, ValueError):  # a parent package that cannot be imported
+        return None
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+def _source_mtimes(app_file: Path | None = None) -> dict[Path, float]:
+    """Modification times of the imported modules' files under the current directory, and of
+    the app's own module file (which is not imported while it is broken)."""
     here = Path.cwd()
     found: dict[Path, float] = {}
-    for module in list(sys.modules.values()):
-        filename = getattr(module, "__file__", None)
+    filenames = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
+    for filename in [*filenames, app_file]:
         if not filename:
             continue
         path = Path(filename)

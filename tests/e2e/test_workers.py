@@ -87,8 +87,8 @@ class Server:
 
 
 @asynccontextmanager
-async def triolette(directory: Path, *args: str) -> AsyncIterator[Server]:
-    (directory / "workers_app.py").write_text(APP)
+async def triolette(directory: Path, *args: str, source: str = APP) -> AsyncIterator[Server]:
+    (directory / "workers_app.py").write_text(source)
     command = [sys.executable, "-m", "triolette", "workers_app:app", "--port", "0", *args]
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     process = await trio.lowlevel.open_process(
@@ -159,6 +159,22 @@ async def test_reload_with_a_syntax_error_answers_503_at_once_and_recovers(tmp_p
                 if response.text == "fixed":
                     break
                 await trio.sleep(0.1)  # the old worker answered
+        assert await server.stop() == 0
+
+
+async def test_reload_with_an_app_broken_from_the_start_answers_503_and_recovers(tmp_path: Path) -> None:
+    async with triolette(tmp_path, "--reload", source=APP + BROKEN) as server:
+        await server.wait_for("until then every request gets 503")
+        server.url = re.findall(r"Serving on (http://127\.0\.0\.1:\d+)", server.stderr)[0]
+        assert "Could not import workers_app:app: SyntaxError: " in server.stderr
+        assert server.process.poll() is None  # the server waits for a fix rather than exiting
+        with trio.fail_after(5):  # at once, not a hang
+            response = await server.get()
+        assert response.status_code == 503
+        assert response.text.splitlines()[0].startswith("The app cannot start: SyntaxError: ")
+        await trio.sleep(1.5)  # the watcher (it looks once a second) has its first snapshot
+        (tmp_path / "workers_app.py").write_text(APP)
+        assert (await server.get_when_up()).text == "hello"
         assert await server.stop() == 0
 
 
