@@ -263,6 +263,7 @@ def body(more: bool = False) -> dict[str, Any]:
         ([{"type": "http.response.debug", "info": {}}, start()], conv.SENDING),
         ([start(), {"type": "http.response.debug", "info": {}}], conv.SENDING),
         ([start(), body(more=True), {"type": "http.response.early_hint", "links": []}], conv.SENDING),
+        ([{"type": "http.response.push", "path": "/a.css", "headers": []}, start()], conv.SENDING),
         ([start(), body(more=True), body(more=True)], conv.SENDING),
         ([start(), body()], conv.DONE),
         ([start(), {"type": "http.response.pathsend", "path": "/f"}], conv.DONE),
@@ -284,7 +285,7 @@ def test_http_response_transitions(messages: list[dict[str, Any]], state: str) -
 @pytest.mark.parametrize(
     ("messages", "error"),
     [
-        ([body()], r"""Expected ASGI message "http.response.start", "http.response.early_hint" or """),
+        ([body()], r"""Expected ASGI message "http.response.start", "http.response.early_hint", """),
         ([start(), start()], r"""Expected ASGI message .* while the body is sent, but got 'http.response.start'"""),
         ([start(), body(), body()], r"Unexpected ASGI message 'http.response.body' after the response is complete"),
         ([start(), body(), {"type": "http.response.trailers"}], r"nothing more may be sent"),

@@ -232,6 +232,8 @@ _HTTP: Final[dict[tuple[str, str], str]] = {
     (SENDING, "http.response.pathsend"): SENDING,
     (SENDING, "http.response.debug"): SENDING,
     (SENDING, "http.response.early_hint"): SENDING,  # servers may pass a late one on, or drop it
+    (START, "http.response.push"): START,  # HTTP/2 server push (extension)
+    (SENDING, "http.response.push"): SENDING,
     (TRAILERS, "http.response.trailers"): TRAILERS,
 }
 _WEBSOCKET: Final[dict[tuple[str, str], str]] = {
