@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_WS_MAX_MESSAGE_SIZE",
+    "EVENT_STREAM_KEY",
     "INTERNAL_EXCEPTIONS",
     "SCOPE_KEY",
     "ClientGone",
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 SCOPE_KEY = "triolette.request_scope"
+EVENT_STREAM_KEY = "triolette.event_stream"  # set in the ASGI scope of a request answered with server-sent events
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
@@ -247,6 +249,19 @@ class RequestScope(WebSocketSide):
     @property
     def response_complete(self) -> bool:
         return self.outbox.complete
+
+    @property
+    def phase(self) -> str:
+        """What the request is doing now, for the inspector: ``"reading body"``, ``"in handler"``,
+        ``"streaming"`` (the response, or an accepted WebSocket, is under way) or ``"background"``
+        (the response is over; background work or the request's own tasks still run)."""
+        if self._background_scope is not None or self.outbox.complete:
+            return "background"
+        if self.outbox.started:
+            return "streaming"
+        if self.holdoff or self._reader is APP:
+            return "reading body"
+        return "in handler"
 
     @property
     def buffered_bytes(self) -> int:

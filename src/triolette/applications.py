@@ -9,7 +9,7 @@ drains in-flight requests before it leaves the lifespan context (DESIGN.md invar
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import sniffio
 import trio
@@ -37,6 +37,9 @@ from triolette.responses import Response
 from triolette.routing import BaseRoute, Router, walk_apps
 from triolette.types import ASGIApp, ExceptionHandler, Lifespan, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from triolette.inspector import Inspector
+
 __all__ = ["Triolette"]
 
 AppType = TypeVar("AppType", bound="Triolette")
@@ -62,6 +65,8 @@ class Triolette:
     - ``graceful_timeout``: seconds in-flight requests get to finish at shutdown (default 30).
     - ``websocket_max_message_size``: bytes in one incoming WebSocket message (default 16 MiB);
       over it, the connection is closed with 1009.
+    - ``inspector``: mount the live task-tree inspector at ``/_triolette`` (needs
+      ``debug=True``; see ``triolette.inspector``).
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class Triolette:
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
         websocket_max_message_size: int | None = DEFAULT_WS_MAX_MESSAGE_SIZE,
+        inspector: bool = False,
     ) -> None:
         self.debug = debug
         self.state = State()
@@ -105,6 +111,18 @@ class Triolette:
         self._in_flight: set[RequestScope] = set()
         self._idle: trio.Event | None = None
         self._on_trio = False
+        # The live task-tree inspector watching this app (triolette.inspector sets it); None: no cost.
+        self.inspector: Inspector | None = None
+        if inspector:
+            from triolette.inspector import Inspector
+
+            if not debug:
+                raise ValueError(
+                    "Triolette(inspector=True) shows every request in flight and is refused in a "
+                    "non-debug app: pass debug=True, or mount Inspector(app, allow=...) yourself "
+                    "with a callable that says who may see it."
+                )
+            self.router.mount("/_triolette", Inspector(self), name="inspector")
 
     @property
     def send_timeout(self) -> float | None:
@@ -247,7 +265,10 @@ class Triolette:
             in_flight.add(rs)
             try:
                 if outer is None:
-                    await rs.run(stack)
+                    if self.inspector is None:
+                        await rs.run(stack)
+                    else:
+                        await self.inspector.observe(rs, stack)
                 else:
                     await stack(scope, receive, send)
             finally:
