@@ -466,3 +466,61 @@ async def test_no_inspector_means_no_observer() -> None:
     server.request()
     await call(app, server)
     assert server.status == 200
+
+
+async def test_a_disconnect_after_the_whole_response_is_completed_not_client_disconnected(autojump_clock: Any) -> None:
+    app, inspector = watched(Route("/", hello))
+    server = FakeServer()
+    server.request()
+    server.disconnect()  # already queued when the response ends: the watcher may read it
+    await call(app, server)
+    assert server.status == 200
+    assert last(inspector)["reason"] == "completed"
+
+
+async def test_websocket_closed_by_the_server_is_completed(autojump_clock: Any) -> None:
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    app, inspector = watched(WebSocketRoute("/ws", socket))
+    sent: list[Any] = []
+    messages = [{"type": "websocket.connect"}]
+
+    async def receive() -> Any:
+        if messages:
+            return messages.pop()
+        await trio.sleep_forever()
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    with trio.fail_after(5):
+        await app({**http_scope("GET", "/ws"), "type": "websocket", "subprotocols": []}, receive, send)
+    assert [message["type"] for message in sent] == ["websocket.accept", "websocket.close"]
+    assert (last(inspector)["kind"], last(inspector)["reason"]) == ("websocket", "completed")
+
+
+async def test_a_413_the_app_answers_itself_is_limit(autojump_clock: Any) -> None:
+    async def too_large(request: Request) -> Response:
+        return PlainTextResponse("upload too large for this account", status_code=413)
+
+    app, inspector = watched(Route("/", too_large))
+    server = FakeServer()
+    server.request()
+    await call(app, server)
+    assert last(inspector)["reason"] == "limit"
+
+
+async def test_inspector_called_on_its_own_answers_and_passes_the_lifespan(autojump_clock: Any) -> None:
+    _app, inspector = watched(Route("/", hello))
+    server = FakeServer()
+    server.request()
+    await call(inspector, server, http_scope("GET", "/state.json"))  # no RequestScope of the app around it
+    assert server.status == 200
+    assert json.loads(server.body)["in_flight"] == []
+    runner = LifespanRunner(inspector)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await runner.startup()
+        await runner.shutdown()

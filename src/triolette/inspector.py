@@ -69,15 +69,16 @@ def end_reason(rs: RequestScope, error: BaseException | None, now: float, draini
         return ERROR
     if rs.cut_short is BODY_TIMEOUT:
         return BODY_TIMEOUT_REASON
-    if rs.disconnected or rs.cut_short is SEND_TIMEOUT:
-        return CLIENT_DISCONNECTED
+    complete = rs.outbox.complete
+    if (rs.disconnected and not complete) or rs.cut_short is SEND_TIMEOUT:
+        return CLIENT_DISCONNECTED  # (a disconnect after the whole response was sent changes nothing)
     limit = rs.limit
     if limit.declared_over() or (limit.limit is not None and limit.received > limit.limit):
         return LIMIT
     cs = rs.nursery.cancel_scope
     if cs.cancelled_caught and now >= cs.deadline:
         return DEADLINE
-    if draining and (not rs.outbox.complete or rs.is_websocket or _is_event_stream(rs)):
+    if draining and (not complete or rs.is_websocket or _is_event_stream(rs)):
         return DRAINED  # cut off by the drain, or a stream that the drain ended
     status = rs.outbox.status
     if status == 413:
