@@ -265,10 +265,17 @@ class Triolette:
             in_flight.add(rs)
             try:
                 if outer is None:
-                    if self.inspector is None:
+                    inspector = self.inspector
+                    if inspector is None:
                         await rs.run(stack)
-                    else:
-                        await self.inspector.observe(rs, stack)
+                    else:  # plain calls, not a wrapping coroutine: nothing more on each task switch
+                        record = inspector.request_started(rs)
+                        try:
+                            await rs.run(stack)
+                        except BaseException as exc:
+                            inspector.request_ended(record, exc)
+                            raise
+                        inspector.request_ended(record, None)
                 else:
                     await stack(scope, receive, send)
             finally:

@@ -23,7 +23,7 @@ import json
 import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -34,7 +34,7 @@ from triolette.requests import Request
 from triolette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from triolette.routing import Route, Router
 from triolette.sse import EventSourceResponse, ServerSentEvent
-from triolette.types import ASGIApp, Receive, Scope, Send
+from triolette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from triolette.applications import Triolette
@@ -205,28 +205,25 @@ class Inspector:
 
     # -- what the application calls ------------------------------------------------------
 
-    async def observe(self, rs: RequestScope, stack: ASGIApp) -> None:
-        """Run one request (``rs.run(stack)``), recording it while in flight and how it ended."""
+    def request_started(self, rs: RequestScope) -> _Record:
+        """Record ``rs`` as in flight (the application calls it as the request enters)."""
         self._number += 1
-        record = _Record(self._number, rs, trio.current_time())
-        self._live[rs] = record
-        error: BaseException | None = None
-        try:
-            await rs.run(stack)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            del self._live[rs]
-            now = trio.current_time()
-            record.duration = now - record.started
-            record.status = rs.outbox.status
-            record.reason = end_reason(rs, error, now, self.app.draining.is_set())
-            record.rs = None
-            del error
-            if not record.own:
-                self._history.append(record)
-                self.counts[record.reason] += 1
+        record = self._live[rs] = _Record(self._number, rs, trio.current_time())
+        return record
+
+    def request_ended(self, record: _Record, error: BaseException | None) -> None:
+        """File ``record`` with how its request ended (``error``: what escaped its ASGI call)."""
+        rs = record.rs
+        assert rs is not None
+        del self._live[rs]
+        now = trio.current_time()
+        record.duration = now - record.started
+        record.status = rs.outbox.status
+        record.reason = end_reason(rs, error, now, self.app.draining.is_set())
+        record.rs = None
+        if not record.own:
+            self._history.append(record)
+            self.counts[record.reason] += 1
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the page shows, as plain data (what ``/state.json`` answers)."""
@@ -298,4 +295,4 @@ class _Detached(Response):
 
 
 # The page: plain HTML and a script that renders each snapshot; __BASE__ is the mount path, as JSON.
-_PAGE: Final = (resources.files("triolette") / "_inspector_page.html").read_text(encoding="utf-8")
+_PAGE: Final = Path(__file__).with_name("_inspector_page.html").read_text(encoding="utf-8")
