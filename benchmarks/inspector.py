@@ -18,9 +18,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inproc import REQUESTS, ROUNDS, _per_request_us, build  # noqa: E402
+from inproc import REQUESTS, ROUNDS, _per_request_us, build
 
-from triolette.inspector import Inspector  # noqa: E402
+from triolette.inspector import Inspector
 
 SCENARIOS = ["hello", "json-1k", "stream-64k", "routing-120", "middleware-4", "websocket"]
 
@@ -40,7 +40,7 @@ def main() -> None:
     print(f"{'scenario':14}" + "".join(f"{name + ' us':>16}" for name in variants) + "   +inspector us  ratios")
     for scenario in SCENARIOS:
         rounds: dict[str, list[float]] = {name: [] for name in variants}
-        for name, built in variants.items():
+        for built in variants.values():
             trio.run(_per_request_us, *built[scenario], 200)  # warm up
         for _ in range(ROUNDS):
             for name, built in variants.items():
