@@ -6,6 +6,7 @@ No trio here: these tests alone cover every branch of the module.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -86,12 +87,12 @@ def test_no_body_limit_counts_without_refusing() -> None:
     limit = BodyLimit(None, None)
     limit.count(10**9)
     assert limit.received == 10**9
-    assert not limit.declared_over()
+    assert not limit.declared_over
 
 
 @pytest.mark.parametrize(("limit", "declared", "over"), [(10, None, False), (10, 10, False), (10, 11, True)])
 def test_declared_length_over_the_limit(limit: int, declared: int | None, over: bool) -> None:
-    assert BodyLimit(limit, declared).declared_over() is over
+    assert BodyLimit(limit, declared).declared_over is over
 
 
 def test_entering_a_stricter_limit_rechecks_bytes_already_read() -> None:
@@ -105,8 +106,12 @@ def test_entering_a_stricter_limit_rechecks_bytes_already_read() -> None:
 
 def test_entering_a_limit_rechecks_the_declared_length() -> None:
     limit = BodyLimit(100, 50)
+    assert not limit.declared_over
     with pytest.raises(BodyTooLarge):
         limit.enter(10)
+    assert limit.declared_over
+    limit.enter(None)
+    assert not limit.declared_over
 
 
 def test_the_innermost_limit_applies_even_when_looser() -> None:
@@ -386,3 +391,33 @@ def test_expired_names_the_timeout_that_ran_out(
     now: float, since: float | None, timeout: float | None, body: float, which: str | None
 ) -> None:
     assert expired(now, since, timeout, body) == which
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        [],
+        [start()],
+        [start(trailers=True)],
+        [start(), body(more=True)],
+        [start(), body()],
+        [start(trailers=True), body()],
+    ],
+)
+@pytest.mark.parametrize("message", [start(), start(trailers=True), body(), body(more=True)])
+def test_the_start_and_body_shortcuts_follow_the_table(before: list[dict[str, Any]], message: dict[str, Any]) -> None:
+    by_table, by_shortcut = Outbox(False), Outbox(False)
+    for earlier in before:
+        by_table.send(earlier)
+        by_shortcut.send(earlier)
+    shortcut = by_shortcut.start if message["type"] == "http.response.start" else by_shortcut.body
+    try:
+        by_table.send(message)
+    except ProtocolError as error:
+        with pytest.raises(ProtocolError, match=re.escape(str(error))):
+            shortcut(message)
+    else:
+        result = shortcut(message)
+        if message["type"] == "http.response.body":
+            assert result is message["more_body"]
+    assert (by_shortcut.state, by_shortcut.trailers) == (by_table.state, by_table.trailers)

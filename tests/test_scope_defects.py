@@ -560,3 +560,31 @@ async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_
     with pytest.raises(RuntimeError, match="Caught handled exception, but response already started"):
         await call(app, server)
     assert server.status == 200
+
+
+# -- defect 13: an unread body is held back, not buffered up to max_body_size -------------------
+
+
+@pytest.mark.parametrize(("cap", "most"), [(None, 128 * 1024), (16 * 1024, 16 * 1024)])
+async def test_watcher_holds_a_small_capped_part_of_an_unread_body(autojump_clock: Any, cap: Any, most: int) -> None:
+    chunk = b"x" * 8192
+    held: list[tuple[int, int]] = []
+
+    async def late_reader(request: Request) -> Response:
+        rs = get_request_scope(request.scope)
+        assert rs is not None
+        await trio.sleep(1)  # the watcher reads what it may meanwhile
+        held.append((rs.buffered_bytes, server.handed_out))
+        body = await request.body()
+        return PlainTextResponse(f"{len(body)} bytes")
+
+    server = FakeServer()
+    for _ in range(255):
+        server.request(chunk, more_body=True)
+    server.request(chunk)  # 2 MiB in all, queued at the server before the endpoint reads
+    options = {} if cap is None else {"max_buffered_body": cap}
+    app = Triolette(routes=[Route("/", late_reader, methods=["POST"])], **options)
+    await call(app, server, http_scope("POST", headers=[(b"content-length", b"%d" % (256 * 8192))]))
+    assert (server.status, server.body) == (200, b"2097152 bytes")  # a late reader still gets all of it
+    assert held[0][0] == most  # the cap, not the body limit; past it the client is held back
+    assert held[0][1] == most // 8192

@@ -135,7 +135,8 @@ async def test_disconnect_cancels_the_connections_tasks_and_the_handler_gets_web
             await websocket.receive_text()
         except WebSocketDisconnect as exc:
             seen.append(("handler", exc.code))
-            await trio.lowlevel.checkpoint()  # the handler itself is not cancelled: it may still await
+            with trio.CancelScope(shield=True):  # cleanup that awaits: shielded, as in any cancelled request
+                await trio.lowlevel.checkpoint()
             seen.append("handler finished its cleanup")
 
     peer = Peer(ws_app(handler))
@@ -155,8 +156,14 @@ async def test_disconnect_cancels_the_connections_tasks_and_the_handler_gets_web
     assert peer.error is None
 
 
-async def test_a_handler_waiting_elsewhere_gets_websocketdisconnect_from_its_next_send() -> None:
-    news = trio.Event()
+async def release_at(event: trio.Event, when: float) -> None:
+    """A safety net, so that a test of a handler that would never end fails instead of hanging."""
+    await trio.sleep_until(when)
+    event.set()
+
+
+async def test_a_handler_blocked_elsewhere_is_cancelled_when_the_client_leaves(autojump_clock: trio.abc.Clock) -> None:
+    news = trio.Event()  # a pub/sub feed that delivers nothing before t=50
     seen: list[object] = []
 
     async def handler(websocket: WebSocket) -> None:
@@ -169,24 +176,94 @@ async def test_a_handler_waiting_elsewhere_gets_websocketdisconnect_from_its_nex
                 seen.append("reader saw the disconnect")
 
         websocket.nursery.start_soon(read)
-        await news.wait()  # not a WebSocket call: the disconnect does not cancel it
         try:
-            await websocket.send_text("news")
-        except WebSocketDisconnect as exc:
-            seen.append(("send", exc.code))
+            await news.wait()  # not a WebSocket call
+        except trio.Cancelled as exc:
+            seen.append(("handler cancelled", exc.reason))
+            raise
 
     peer = Peer(ws_app(handler))
-    with trio.fail_after(5):
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(release_at, news, 50)
+        nursery.start_soon(peer.run)
+        await peer.connect()
+        await trio.sleep(1)
+        await peer.disconnect()
+        assert await peer.rest() == []  # the call ends without the feed delivering
+        assert trio.current_time() == 1
+        nursery.cancel_scope.cancel()
+    assert sorted(seen, key=str) == [("handler cancelled", "client disconnected"), "reader saw the disconnect"]
+    assert peer.error is None
+
+
+async def test_a_handler_in_send_when_the_client_leaves_gets_websocketdisconnect(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    seen: list[object] = []
+    stuck = trio.Event()
+    reads = trio.Event()  # the client reads again at t=50 (too late)
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.send_text("never read")
+        except WebSocketDisconnect as exc:
+            seen.append(("send", exc.code))
+            try:
+                await trio.lowlevel.checkpoint()
+            except trio.Cancelled as cancelled:  # the request is cancelled too, as any request the client left
+                seen.append(("then cancelled", cancelled.reason))
+                raise
+
+    to_app, inbox = trio.open_memory_channel[Message](math.inf)
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message["type"] == "websocket.send":
+            stuck.set()
+            await reads.wait()  # a client that does not read
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(release_at, reads, 50)
+        async with trio.open_nursery() as connection:
+            connection.start_soon(ws_app(handler), ws_scope(), inbox.receive, send)
+            to_app.send_nowait({"type": "websocket.connect"})
+            await stuck.wait()
+            await trio.sleep(1)
+            to_app.send_nowait({"type": "websocket.disconnect", "code": 1006})
+        assert trio.current_time() == 1
+        nursery.cancel_scope.cancel()
+    assert seen == [("send", 1006), ("then cancelled", "client disconnected")]
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]
+
+
+async def test_a_handler_lingering_after_the_disconnect_is_cancelled(autojump_clock: trio.abc.Clock) -> None:
+    outcome: list[object] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect:
+            try:
+                await lingering.wait()  # a handler that lingers after the client left
+            except trio.Cancelled as exc:
+                outcome.append((trio.current_time(), exc.reason))
+                raise
+
+    lingering = trio.Event()
+    peer = Peer(ws_app(handler))
+    async with trio.open_nursery() as outer:
+        outer.start_soon(release_at, lingering, 50)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.run)
             await peer.connect()
-            await trio.testing.wait_all_tasks_blocked()
             await peer.disconnect()
-            await trio.testing.wait_all_tasks_blocked()
-            assert not peer.done.is_set()
-            news.set()
-            assert await peer.rest() == []
-    assert seen == ["reader saw the disconnect", ("send", 1006)]
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()  # the server cancels the connection's task: nothing shields the handler
+        outer.cancel_scope.cancel()
+    assert outcome == [(0, "client disconnected")]
 
 
 async def test_a_websocketdisconnect_left_uncaught_after_the_client_left_is_not_an_error() -> None:
@@ -537,7 +614,7 @@ async def test_draining_closes_a_connection_with_1001_after_the_graceful_timeout
     assert cancelled == ["server shutting down"]
 
 
-async def test_draining_reaches_a_handler_shielded_after_a_disconnect(autojump_clock: trio.abc.Clock) -> None:
+async def test_draining_reaches_a_handler_lingering_after_a_disconnect(autojump_clock: trio.abc.Clock) -> None:
     outcome: list[object] = []
 
     async def handler(websocket: WebSocket) -> None:
@@ -551,7 +628,7 @@ async def test_draining_reaches_a_handler_shielded_after_a_disconnect(autojump_c
                 outcome.append(exc.reason)
                 raise
 
-    app = ws_app(handler)
+    app = ws_app(handler, cancel_on_disconnect=False)  # the disconnect alone does not end it
     peer = Peer(app)
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:

@@ -76,12 +76,14 @@ class BodyLimit:
     mounted app, RequestBodyLimitMiddleware) puts its own limit in force.
     """
 
-    __slots__ = ("declared", "limit", "received")
+    __slots__ = ("declared", "declared_over", "limit", "received")
 
     def __init__(self, limit: int | None, declared: int | None) -> None:
         self.limit = limit
         self.declared = declared
         self.received = 0
+        # Whether Content-Length announces more than the limit (kept up to date by enter()).
+        self.declared_over = limit is not None and declared is not None and declared > limit
 
     def enter(self, limit: int | None, *, stricter_only: bool = False) -> None:
         """Put ``limit`` in force: the innermost layer's limit applies (``stricter_only``:
@@ -90,13 +92,10 @@ class BodyLimit:
         if stricter_only and (limit is None or (self.limit is not None and self.limit <= limit)):
             return
         self.limit = limit
-        if limit is not None and (self.received > limit or (self.declared is not None and self.declared > limit)):
+        declared = self.declared
+        self.declared_over = limit is not None and declared is not None and declared > limit
+        if self.declared_over or (limit is not None and self.received > limit):
             raise BodyTooLarge
-
-    def declared_over(self) -> bool:
-        """Whether Content-Length announces more than the limit."""
-        limit, declared = self.limit, self.declared
-        return limit is not None and declared is not None and declared > limit
 
     def count(self, size: int) -> None:
         """Count ``size`` more bytes read; raises ``BodyTooLarge`` past the limit."""
@@ -113,6 +112,9 @@ BODY: Final = "receiving the body"
 COMPLETE: Final = "body complete"
 OPEN: Final = "open"  # a WebSocket connection, before the client leaves
 GONE: Final = "client gone"
+
+_HTTP_DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+_WS_DISCONNECT: Final[Message] = {"type": "websocket.disconnect"}
 
 # What to do with a message the server handed out
 DELIVER: Final = "deliver"
@@ -136,7 +138,7 @@ class Inbox:
         self.buffered = 0  # bytes in ``buffer``
         self.max_bytes = max_bytes
         self.max_messages = max_messages
-        self.disconnect: Message = {"type": "websocket.disconnect" if websocket else "http.disconnect"}
+        self.disconnect: Message = _WS_DISCONNECT if websocket else _HTTP_DISCONNECT  # never mutated
         self.error: BaseException | None = None  # raised by receive() while the watcher read
 
     def received(self, message: Message) -> str:
@@ -277,6 +279,26 @@ class Outbox:
             state = CLOSED
         self.state = state
         return state
+
+    def start(self, message: Message) -> None:
+        """``send()`` for an ``http.response.start`` (the table's entry, taken directly)."""
+        if self.state is START:
+            self.state = SENDING
+            self.trailers = bool(message.get("trailers", False))
+            self.status = message.get("status")
+        else:
+            self.send(message)  # raises ProtocolError
+
+    def body(self, message: Message) -> bool:
+        """``send()`` for an ``http.response.body`` (the table's entry, taken directly);
+        returns whether more body follows."""
+        more = bool(message.get("more_body", False))
+        if self.state is SENDING:
+            if not more:
+                self.state = TRAILERS if self.trailers else DONE
+        else:
+            self.send(message)  # raises ProtocolError
+        return more
 
     @property
     def started(self) -> bool:

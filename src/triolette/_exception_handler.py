@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from triolette._scope import INTERNAL_EXCEPTIONS, RequestScope, get_request_scope
+from triolette._scope import INTERNAL_EXCEPTIONS, SCOPE_KEY, RequestScope, get_request_scope
 from triolette._utils import is_async_callable
 from triolette.concurrency import run_in_threadpool
 from triolette.exceptions import HTTPException
@@ -59,6 +59,10 @@ class ResponseWatch:
         await self._inner(message)
 
 
+def _http_started(scope: Scope, rs: RequestScope) -> bool:
+    return scope["type"] != "websocket" and rs.response_started
+
+
 def _connection(scope: Scope, receive: Receive, send: Send) -> Request | WebSocket:
     if scope["type"] == "websocket":
         from triolette.websockets import WebSocket
@@ -99,9 +103,12 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket | None)
     """
 
     async def wrapped_app(scope: Scope, receive: Receive, send: Send) -> None:
-        watch = ResponseWatch(scope, send)
+        # The RequestScope knows whether its own send started a response: a watch is needed
+        # only when a middleware wrapped send (nothing to build on the way of most requests).
+        rs: RequestScope | None = scope.get(SCOPE_KEY)
+        watch = None if rs is not None and (rs.is_websocket or rs.owns(send)) else ResponseWatch(scope, send)
         try:
-            await app(scope, receive, watch.send)
+            await app(scope, receive, send if watch is None else watch.send)
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
@@ -109,11 +116,11 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket | None)
             if handler is None:
                 raise
             # As in Starlette, only an HTTP response counts: a WebSocket handler may close an accepted socket.
-            if watch.started:
+            if watch.started if watch is not None else rs is not None and _http_started(scope, rs):
                 raise RuntimeError("Caught handled exception, but response already started.") from exc
             response = await call_handler(handler, conn or _connection(scope, receive, send), exc)
             if response is not None:
-                await response(scope, receive, watch.send)
+                await response(scope, receive, send if watch is None else watch.send)
             exc.__traceback__ = None  # a reused exception instance would collect tracebacks
 
     return wrapped_app

@@ -75,23 +75,40 @@ class _Relay:
         return self
 
     def __next__(self) -> object:
-        return self._look(self._coro.send(None))
+        trap = self._coro.send(None)
+        if self._needed is not None:
+            self._look(trap)
+        return trap
+
+    # In send and throw, the frame must not keep what it passed on: trio's Error outcome (the
+    # value), or an exception, holds an exception whose traceback holds this frame: a cycle.
 
     def send(self, value: object) -> object:
-        return self._look(self._coro.send(value))
+        try:
+            trap = self._coro.send(value)
+        finally:
+            del value
+        if self._needed is not None:
+            self._look(trap)
+        return trap
 
     def throw(self, error: BaseException) -> object:
-        return self._look(self._coro.throw(error))
+        try:
+            trap = self._coro.throw(error)
+        finally:
+            del error
+        if self._needed is not None:
+            self._look(trap)
+        return trap
 
     def close(self) -> None:
         self._coro.close()
 
-    def _look(self, trap: object) -> object:
+    def _look(self, trap: object) -> None:
         needed = self._needed
         if needed is not None and needed(trap):
             self._needed = None  # started once: from now on the relay only passes traps on
             self._start()
-        return trap
 
     @property
     def cr_frame(self) -> types.FrameType | None:

@@ -23,8 +23,8 @@ response is over: its cancel scope is cancelled) and ``DONE``.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Final
 
 import trio
 
@@ -36,6 +36,7 @@ from triolette._conversation import (
     DROP,
     GONE,
     SEND_TIMEOUT,
+    SENDING,
     BodyLimit,
     BodyTooLarge,
     Inbox,
@@ -53,6 +54,7 @@ from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_BUFFER_BYTES",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_WS_MAX_MESSAGE_SIZE",
@@ -171,6 +173,7 @@ class RequestScope(WebSocketSide):
         "_body_deadline",
         "_read_done",
         "_reader",
+        "_request_nursery",
         "_sending_since",
         "_sending_start",
         "_server_receive",
@@ -186,7 +189,6 @@ class RequestScope(WebSocketSide):
         "holdoff",
         "inbox",
         "limit",
-        "nursery",
         "outbox",
         "send_timeout",
         "settings",
@@ -195,7 +197,8 @@ class RequestScope(WebSocketSide):
         "ws_max_message_size",
     )
 
-    nursery: trio.Nursery
+    nursery: trio.Nursery  # where the request's own tasks go (for a WebSocket, not the handler's scope)
+    _request_nursery: trio.Nursery  # the request's cancel scope: deadline, disconnect, shutdown
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, settings: RequestSettings) -> None:
         self.asgi_scope = scope
@@ -310,7 +313,7 @@ class RequestScope(WebSocketSide):
         app_cancelled = False
         try:
             async with trio.open_nursery() as nursery:
-                self.nursery = nursery
+                self.nursery = self._request_nursery = nursery
                 if timeout is not None:
                     self.start_time = trio.current_time()
                     nursery.cancel_scope.deadline = self.start_time + timeout
@@ -343,7 +346,7 @@ class RequestScope(WebSocketSide):
             await self._after_cancel()
 
     async def _after_cancel(self) -> None:
-        cs = self.nursery.cancel_scope
+        cs = self._request_nursery.cancel_scope
         if self.is_websocket and self._ws_handler_scope.cancel_called:  # cancel(): the server shuts down
             await self._close_websocket(1001, "Server shutting down")
             return
@@ -401,7 +404,7 @@ class RequestScope(WebSocketSide):
         if self.start_time is None:
             self.start_time = trio.current_time()
         deadline = self.start_time + timeout
-        cs = self.nursery.cancel_scope
+        cs = self._request_nursery.cancel_scope
         if not earlier_only or deadline < cs.deadline:
             cs.deadline = deadline
 
@@ -419,10 +422,10 @@ class RequestScope(WebSocketSide):
 
     def cancel(self, reason: str) -> None:
         """Cancel everything this request runs, background work included (the drain's last step)."""
-        self.nursery.cancel_scope.cancel(reason=reason)
+        self._request_nursery.cancel_scope.cancel(reason=reason)
         if self._background_scope is not None:
             self._background_scope.cancel(reason=reason)
-        if self.is_websocket:  # the handler may be shielded after a disconnect: reach it too
+        if self.is_websocket:  # tells _after_cancel that the server shuts down
             self._ws_handler_scope.cancel(reason=reason)
 
     def stop_watching(self) -> None:
@@ -441,7 +444,7 @@ class RequestScope(WebSocketSide):
     def _start_watcher(self) -> None:
         if self.watcher is IDLE:
             self.watcher = RUNNING
-            self.nursery.start_soon(self._watch)
+            self._request_nursery.start_soon(self._watch)
 
     def _watcher_needed(self, trap: object) -> bool:
         """Whether the app, about to yield ``trap`` to trio, leaves the watcher a job.
@@ -534,11 +537,7 @@ class RequestScope(WebSocketSide):
 
     def _on_disconnect(self) -> None:
         if self.cancel_on_disconnect and not self.outbox.complete:
-            if self.is_websocket:  # the handler gets WebSocketDisconnect, its other tasks are cancelled
-                handler = self._ws_handler_scope
-                handler.shield = True
-                handler.deadline = min(handler.deadline, self.nursery.cancel_scope.deadline)
-            self.nursery.cancel_scope.cancel(reason="client disconnected")
+            self._request_nursery.cancel_scope.cancel(reason="client disconnected")
 
     # -- deadlines: decided in _conversation, enforced here ------------------------------
 
@@ -561,17 +560,19 @@ class RequestScope(WebSocketSide):
             self.inbox.lost()
             self.cut_short = SEND_TIMEOUT
             reason = f"client did not read within send_timeout ({self.send_timeout:g} s)"
-            self.nursery.cancel_scope.cancel(reason=reason)
+            self._request_nursery.cancel_scope.cancel(reason=reason)
         elif which is BODY_TIMEOUT:
             self.cut_short = BODY_TIMEOUT
-            self.nursery.cancel_scope.cancel(
+            self._request_nursery.cancel_scope.cancel(
                 reason=f"request body not received within body_timeout ({self.body_timeout:g} s)"
             )
 
     def _start_body_clock(self) -> None:
-        """The endpoint starts reading the body: from now on it has body_timeout seconds."""
-        if self._body_deadline == math.inf and self.body_timeout is not None and not self.inbox.complete:
-            self._body_deadline = trio.current_time() + self.body_timeout
+        """The endpoint starts reading the body: from now on it has body_timeout seconds
+        (called when the clock has not started yet and there is a body_timeout)."""
+        timeout = self.body_timeout
+        if timeout is not None and not self.inbox.complete:
+            self._body_deadline = trio.current_time() + timeout
             self._rearm_watchdog()
 
     # -- receive -----------------------------------------------------------------------
@@ -609,12 +610,14 @@ class RequestScope(WebSocketSide):
         if inbox.error is not None:
             inbox.raise_error()
         if inbox.state is GONE:
-            await trio.lowlevel.checkpoint()
+            if not self.is_websocket:  # a WebSocket handler gets its WebSocketDisconnect before any cancellation
+                await trio.lowlevel.checkpoint()
             return dict(inbox.disconnect)
-        if self.limit.declared_over():
+        if self.limit.declared_over:
             raise BodyTooLarge
         self.holdoff += 1
-        self._start_body_clock()  # also while waiting below for the watcher's read to end
+        if self._body_deadline == math.inf and self.body_timeout is not None:
+            self._start_body_clock()  # also while waiting below for the watcher's read to end
         try:
             while self._reader:
                 done = self._read_done
@@ -648,9 +651,10 @@ class RequestScope(WebSocketSide):
                 if inbox.buffer or self._reader or inbox.state is GONE or inbox.error is not None:
                     message = await self.receive()  # buffered, being read by the watcher, or gone
                 else:
-                    if limit.declared_over():
+                    if limit.declared_over:
                         raise BodyTooLarge
-                    self._start_body_clock()
+                    if self._body_deadline == math.inf and self.body_timeout is not None:
+                        self._start_body_clock()
                     message = await self._read(APP)
                     if message["type"] == "http.request":
                         limit.count(len(message.get("body", b"")))
@@ -693,21 +697,21 @@ class RequestScope(WebSocketSide):
         """The app's ``send``: checks the message against the response's state, drops it
         once the client is gone, and times long sends."""
         if self.inbox.state is GONE:
-            await trio.lowlevel.checkpoint()
             if self.is_websocket:
-                raise ClientGone
+                raise ClientGone  # at once: the handler gets WebSocketDisconnect before any cancellation
+            await trio.lowlevel.checkpoint()
             return
         if self.is_websocket:
             await self._send_websocket(message)
             return
         kind = message["type"]
-        self.outbox.send(message)
         if kind == "http.response.body":
-            if message.get("more_body", False) or len(message.get("body", b"")) >= _LONG_SEND:
+            if self.outbox.body(message) or len(message.get("body", b"")) >= _LONG_SEND:
                 await self._timed_send(message)
                 return
         elif kind == "http.response.start":
-            if self.limit.declared_over() and not self.inbox.complete:
+            self.outbox.start(message)
+            if self.limit.declared_over and not self.inbox.complete:
                 # Starlette answers 413 to an over-long Content-Length even if the body was never read.
                 self.outbox.send({"type": "http.response.body"})
                 await self._server_send(_TOO_LARGE_START)
@@ -719,25 +723,39 @@ class RequestScope(WebSocketSide):
             finally:
                 self._sending_start = False
             return
+        else:
+            self.outbox.send(message)  # early hints, trailers, pathsend, debug
         await self._server_send(message)
 
-    async def send_chunk(self, body: bytes | memoryview) -> None:
-        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path."""
-        if self.inbox.state is GONE:
-            await trio.lowlevel.checkpoint()
-            return
-        message = {"type": "http.response.body", "body": body, "more_body": True}
-        self.outbox.send(message)
-        await self._timed_send(message)
+    def send_chunk(self, body: bytes | memoryview) -> Coroutine[Any, Any, bool]:
+        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path.
+        Await it; it answers False, having sent nothing, once the client has gone.
 
-    async def _timed_send(self, message: Message) -> None:
-        """Send, with the watcher timing the send (``send_timeout``)."""
+        A plain method that hands back ``_timed_send``'s coroutine: one coroutine per chunk."""
+        if self.inbox.state is GONE:
+            return _gone()
+        message = {"type": "http.response.body", "body": body, "more_body": True}
+        outbox = self.outbox
+        if outbox.state is not SENDING:  # a chunk with more to come leaves SENDING as it is
+            outbox.send(message)
+        return self._timed_send(message)
+
+    async def _timed_send(self, message: Message) -> bool:
+        """Send, with the watcher timing the send (``send_timeout``); True once sent."""
         self._sending_since = trio.current_time()
-        self._rearm_watchdog()
+        cs = self._watcher_scope
+        if cs is not None and cs.deadline == math.inf:  # a later send finds the watcher armed already
+            self._rearm_watchdog()
         try:
             await self._server_send(message)
         finally:
             self._sending_since = None
+        return True
+
+
+async def _gone() -> bool:
+    await trio.lowlevel.checkpoint()
+    return False
 
 
 async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from triolette import _lazystart
-from triolette._conversation import DENIAL, Outbox
+from triolette._conversation import DENIAL, GONE, Outbox
 from triolette.exceptions import WebSocketDisconnect
 from triolette.types import ASGIApp, Message, Scope, Send
 
@@ -31,19 +31,31 @@ class ClientGone(Exception):
 
 
 class WebSocketSide:
-    """The WebSocket half of a RequestScope (see ``_scope.py`` for the attributes it shares)."""
+    """The WebSocket half of a RequestScope (see ``_scope.py`` for the attributes it shares).
 
-    __slots__ = ("_background_scope", "_ws_handler_scope", "_ws_send_turn", "_ws_sending", "is_websocket")
+    The handler runs in the request nursery, in a cancel scope of its own that is never
+    shielded: an outer cancellation (a deadline, the server shutting down, a cancelled
+    connection) always reaches it. When the client leaves, the request is cancelled with
+    reason ``"client disconnected"``, as an HTTP request is: the connection's tasks end, a
+    handler blocked anywhere but the socket (a pub/sub feed, an event) is cancelled there,
+    and a handler in (or entering) ``receive_*``/``send_*`` gets ``WebSocketDisconnect``,
+    as in Starlette, before the cancellation reaches its next checkpoint. No handler
+    outlives its connection; cleanup that must await goes under a shielded, bounded scope.
+    """
+
+    __slots__ = ("_background_scope", "_ws_handler_scope", "_ws_send_turn", "_ws_sending", "is_websocket", "nursery")
 
     # Shared with RequestScope, which defines them.
     asgi_scope: Scope
     inbox: Inbox
     outbox: Outbox
     nursery: trio.Nursery
+    _request_nursery: trio.Nursery
     send_timeout: float | None
     _server_send: Send
     is_websocket: bool
     _background_scope: trio.CancelScope | None
+    cut_short: str | None
 
     if TYPE_CHECKING:
 
@@ -54,7 +66,7 @@ class WebSocketSide:
 
         async def send(self, message: Message) -> None: ...
 
-        async def _timed_send(self, message: Message) -> None: ...
+        async def _timed_send(self, message: Message) -> bool: ...
 
         def _watcher_needed(self, trap: object) -> bool: ...
 
@@ -63,9 +75,7 @@ class WebSocketSide:
         watcher: str
 
     async def _run_websocket(self, app: ASGIApp) -> None:
-        """Run a WebSocket handler: in a cancel scope of its own, so that a disconnect can
-        cancel the connection's other tasks while the handler learns of it from its next
-        receive or send (``_on_disconnect`` shields it; ``cancel()`` still reaches it)."""
+        """Run a WebSocket handler; see the class docstring."""
         self._ws_sending = False
         self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
         with trio.CancelScope() as self._ws_handler_scope:
@@ -108,14 +118,20 @@ class WebSocketSide:
         else:
             self._ws_sending = True
         try:
-            if self.disconnected:
-                await trio.lowlevel.checkpoint()
-                raise ClientGone
+            if self.inbox.state is GONE:
+                raise ClientGone  # at once, not at a checkpoint: the handler gets WebSocketDisconnect
             self.outbox.send(message)
-            if message["type"] == "websocket.send":
-                await self._timed_send(message)
-                return
-            await self._server_send(message)
+            try:
+                if message["type"] == "websocket.send":
+                    await self._timed_send(message)
+                else:
+                    await self._server_send(message)
+            except trio.Cancelled:
+                if self.inbox.gone and self.cut_short is None:
+                    # The client left during this send: say so, as Starlette does (the
+                    # cancellation reaches the handler at its next checkpoint).
+                    raise ClientGone from None
+                raise
         finally:
             turn = self._ws_send_turn
             if turn is None or not turn.unpark():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from typing import Any, NoReturn
@@ -89,3 +90,9 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     if len(leaves) != 1:
         raise group
     raise_as_itself(leaves[0])
+
+
+def aclosing_if_closable(iterable: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+    """``async with`` this around iterating ``iterable``: closes it where it ran (an async
+    generator, or anything with ``aclose``), also when cancelled; a no-op otherwise."""
+    return contextlib.aclosing(iterable) if hasattr(iterable, "aclose") else contextlib.nullcontext(iterable)

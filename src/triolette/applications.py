@@ -18,6 +18,7 @@ from triolette._exception_handler import call_handler, lookup_handler
 from triolette._lifespan import registered
 from triolette._scope import (
     DEFAULT_BODY_TIMEOUT,
+    DEFAULT_BUFFER_BYTES,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_SEND_TIMEOUT,
     DEFAULT_WS_MAX_MESSAGE_SIZE,
@@ -65,6 +66,8 @@ class Triolette:
     - ``graceful_timeout``: seconds in-flight requests get to finish at shutdown (default 30).
     - ``websocket_max_message_size``: bytes in one incoming WebSocket message (default 16 MiB);
       over it, the connection is closed with 1009.
+    - ``max_buffered_body``: bytes of a body the app has not read yet that the disconnect
+      watcher may hold (default 128 KiB); past it the client is held back, not buffered.
     - ``inspector``: mount the live task-tree inspector at ``/_triolette`` (needs
       ``debug=True``; see ``triolette.inspector``).
     """
@@ -84,6 +87,7 @@ class Triolette:
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
         websocket_max_message_size: int | None = DEFAULT_WS_MAX_MESSAGE_SIZE,
+        max_buffered_body: int = DEFAULT_BUFFER_BYTES,
         inspector: bool = False,
     ) -> None:
         self.debug = debug
@@ -103,6 +107,7 @@ class Triolette:
             body_timeout=body_timeout,
             send_timeout=send_timeout,
             ws_max_message_size=websocket_max_message_size,
+            max_buffered_body=max_buffered_body,
             late_error_handler=self._answer_late_error,
         )
         self._error_middleware: ServerErrorMiddleware | None = None

@@ -15,17 +15,17 @@ request layer answers it with a 400.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import math
 import re
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, unquote_plus
 
+from triolette._utils import aclosing_if_closable as _closing  # the parser owns (and closes) its stream
 from triolette.datastructures import FormData, Headers, UploadFile
 from triolette.exceptions import TrioletteDeprecationWarning
 
@@ -85,13 +85,6 @@ class MultiPartException(Exception):
 
 def _too_many_fields(max_fields: float) -> MultiPartException:
     return MultiPartException(f"Too many fields. Maximum number of fields is {max_fields}.")
-
-
-def _closing(stream: AsyncIterable[bytes]) -> contextlib.AbstractAsyncContextManager[Any]:
-    # The parser owns the body stream it was given: close a generator where it ran, also on error.
-    if isinstance(stream, AsyncGenerator):
-        return contextlib.aclosing(stream)
-    return contextlib.nullcontext()
 
 
 class FormParser:

@@ -73,7 +73,7 @@ def end_reason(rs: RequestScope, error: BaseException | None, now: float, draini
     if (rs.disconnected and not complete) or rs.cut_short is SEND_TIMEOUT:
         return CLIENT_DISCONNECTED  # (a disconnect after the whole response was sent changes nothing)
     limit = rs.limit
-    if limit.declared_over() or (limit.limit is not None and limit.received > limit.limit):
+    if limit.declared_over or (limit.limit is not None and limit.received > limit.limit):
         return LIMIT
     cs = rs.nursery.cancel_scope
     if cs.cancelled_caught and now >= cs.deadline:

@@ -15,7 +15,6 @@ import os
 import stat
 import sys
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from datetime import datetime
 from email.utils import format_datetime, formatdate
 from mimetypes import guess_type
@@ -26,7 +25,7 @@ import trio
 
 from triolette import _ranges
 from triolette._scope import RequestScope, get_request_scope, run_in_request_scope
-from triolette._utils import ConfigurationError
+from triolette._utils import ConfigurationError, aclosing_if_closable
 from triolette.background import BackgroundTask
 from triolette.concurrency import iterate_in_threadpool
 from triolette.datastructures import URL, Headers, MutableHeaders
@@ -242,10 +241,6 @@ class RedirectResponse(Response):
         self.headers["location"] = quote(str(url), safe=":/%#?=@[]!$&'()*+,;")
 
 
-def _closing(iterator: Any) -> AbstractAsyncContextManager[Any]:
-    return aclosing(iterator) if hasattr(iterator, "aclose") else nullcontext(iterator)
-
-
 class StreamingResponse(Response):
     """A body produced chunk by chunk by an async (or sync, run in a thread) iterator.
 
@@ -290,14 +285,15 @@ class StreamingResponse(Response):
     async def _send_chunks(self, send: Send, rs: RequestScope | None) -> None:
         charset = self.charset
         direct = rs is not None and rs.owns(send)
-        async with _closing(self.body_iterator) as iterator:
+        async with aclosing_if_closable(self.body_iterator) as iterator:
             async for chunk in iterator:
                 if not isinstance(chunk, _BYTES):
                     chunk = chunk.encode(charset)
-                if rs is not None and rs.disconnected:
-                    return
                 if direct:
-                    await rs.send_chunk(chunk)  # type: ignore[union-attr]  # direct implies rs
+                    if not await rs.send_chunk(chunk):  # type: ignore[union-attr]  # direct implies rs
+                        return  # the client has gone
+                elif rs is not None and rs.disconnected:
+                    return
                 else:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
 

@@ -18,12 +18,12 @@ import json
 import math
 import re
 from collections.abc import AsyncIterable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import Any
 
 import trio
 
 from triolette._scope import EVENT_STREAM_KEY, RequestScope, check_timeout, get_request_scope, run_in_request_scope
+from triolette._utils import aclosing_if_closable
 from triolette.background import BackgroundTask
 from triolette.concurrency import iterate_in_threadpool
 from triolette.responses import Response, run_background
@@ -214,7 +214,7 @@ class EventSourceResponse(Response):
         rs.nursery.start_soon(stream.keep_alive, keep_alive, self.ping, draining)
         try:
             with stream.source_scope:
-                async with _closing(self.body_iterator) as events:
+                async with aclosing_if_closable(self.body_iterator) as events:
                     async for item in events:
                         chunk = _as_event(item).encode(self.sep)
                         if chunk and not await stream.send(chunk):
@@ -223,10 +223,6 @@ class EventSourceResponse(Response):
             keep_alive.cancel(reason="event stream ended")
         if not rs.disconnected:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _closing(iterable: AsyncIterable[Any]) -> AbstractAsyncContextManager[Any]:
-    return aclosing(iterable) if hasattr(iterable, "aclose") else nullcontext(iterable)
 
 
 class _EventStream:
