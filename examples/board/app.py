@@ -1,8 +1,9 @@
 """A small live task board: every feature leans on structured concurrency.
 
 - the store is a service on ``app.nursery``, opened at startup and closed at shutdown;
-- a broadcast service on ``app.nursery`` feeds the live card feed (server-sent events) and
-  the chat (WebSockets); the chat connection's forwarding task lives in ``websocket.nursery``;
+- ``triolette.broadcast`` (opened on ``app.nursery``) carries the live card feed (server-sent
+  events) and the chat (WebSockets); ``BOARD_BROADCAST_URL=redis://...`` shares them between
+  workers and machines; the chat connection's forwarding task lives in ``websocket.nursery``;
 - the export is a detached job on ``app.nursery``, cancelled cleanly on shutdown;
 - ``/stats`` has a deadline (``timeout=``).
 
@@ -21,10 +22,11 @@ from typing import Any
 
 import trio
 
-from examples.board.broadcast import Broadcast
+from examples.board.broadcast import CHAT, FEED, announce, broadcast_url
 from examples.board.jobs import ExportJob
 from examples.board.store import COLUMNS, Store
 from triolette.applications import Triolette
+from triolette.broadcast import Broadcast, BroadcastUnavailable, SubscriberTooSlow
 from triolette.datastructures import UploadFile
 from triolette.exceptions import HTTPException
 from triolette.middleware import Middleware
@@ -113,7 +115,7 @@ async def add_card(request: Request) -> Response:
                 raise HTTPException(413, f"Attachments are limited to {MAX_ATTACHMENT} bytes.")
             attachment = (upload.filename, upload.content_type or "application/octet-stream", data)
         card = await request.state.store.add_card(title, str(form.get("body", "")), user, attachment)
-    request.state.broadcast.publish({"type": "card", "card": card.as_dict()})
+    await announce(request.state.broadcast, FEED, {"type": "card", "card": card.as_dict()})
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(card.as_dict(), status_code=201)
     return RedirectResponse(request.url_for("board"), status_code=303)
@@ -129,7 +131,7 @@ async def move_card(request: Request) -> Response:
     card = await request.state.store.move_card(request.path_params["card_id"], column)
     if card is None:
         raise HTTPException(404, "No such card.")
-    request.state.broadcast.publish({"type": "card", "card": card.as_dict()})
+    await announce(request.state.broadcast, FEED, {"type": "card", "card": card.as_dict()})
     return JSONResponse(card.as_dict())
 
 
@@ -147,11 +149,14 @@ async def events(request: Request) -> Response:
     broadcast: Broadcast = request.state.broadcast
 
     async def feed() -> AsyncIterator[ServerSentEvent]:
-        async with broadcast.subscribe() as subscription:
-            yield ServerSentEvent(comment="subscribed")
-            async for event in subscription:
-                if event["type"] == "card":
+        try:
+            async with broadcast.subscribe(FEED) as subscription:
+                yield ServerSentEvent(comment="subscribed")
+                async for message in subscription:
+                    event = json.loads(message)
                     yield ServerSentEvent(data=json.dumps(event["card"]), event="card")
+        except (SubscriberTooSlow, BroadcastUnavailable):
+            return  # end the stream; the browser's EventSource reconnects and the page catches up
 
     return EventSourceResponse(feed())
 
@@ -167,11 +172,10 @@ async def chat(websocket: WebSocket) -> None:
     broadcast: Broadcast = websocket.state.broadcast
 
     async def forward(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with broadcast.subscribe() as subscription:
+        async with broadcast.subscribe(CHAT) as subscription:
             task_status.started()
-            async for event in subscription:
-                if event["type"] == "chat":
-                    await websocket.send_json(event)
+            async for message in subscription:
+                await websocket.send_text(message)
 
     async def goodbye_on_drain() -> None:
         await websocket.app.draining.wait()
@@ -185,7 +189,7 @@ async def chat(websocket: WebSocket) -> None:
             text = text.strip()[:500]
             if text:
                 await store.add_message(user, text)
-                broadcast.publish({"type": "chat", "author": user, "text": text})
+                await announce(broadcast, CHAT, {"type": "chat", "author": user, "text": text})
     except WebSocketDisconnect:
         pass
     websocket.nursery.cancel_scope.cancel(reason="chat connection closed")
@@ -235,18 +239,24 @@ async def stats(request: Request) -> Response:
 
 
 def create_app(
-    data_dir: Path | None = None, *, secret_key: str | None = None, export_step_seconds: float = 0.2
+    data_dir: Path | None = None,
+    *,
+    secret_key: str | None = None,
+    export_step_seconds: float = 0.2,
+    broadcast: str | None = None,
 ) -> Triolette:
-    """Build the board app; its SQLite file lives in ``data_dir`` (created on first run)."""
+    """Build the board app; its SQLite file lives in ``data_dir`` (created on first run).
+
+    ``broadcast`` is the broadcast URL (default ``$BOARD_BROADCAST_URL``, else ``memory://``).
+    """
     database = (data_dir or default_data_dir()) / "board.sqlite3"
 
     @asynccontextmanager
     async def lifespan(app: Triolette) -> AsyncIterator[dict[str, Any]]:
         store = await app.nursery.start(store_service, database)
-        broadcast = Broadcast()
-        await app.nursery.start(broadcast.run)
-        app.state.jobs = jobs = {}  # kept on the app too, so a test can look after shutdown
-        yield {"store": store, "broadcast": broadcast, "jobs": jobs}
+        async with Broadcast(broadcast or broadcast_url(), app=app) as channels:
+            app.state.jobs = jobs = {}  # kept on the app too, so a test can look after shutdown
+            yield {"store": store, "broadcast": channels, "jobs": jobs}
 
     app = Triolette(
         routes=[

@@ -1,61 +1,33 @@
-"""A broadcast service: one publisher side, any number of subscribers, run on app.nursery.
+"""The board's live channels, on ``triolette.broadcast``.
 
-Publishing never waits for subscribers: each subscriber has a small buffer, and one that
-falls behind by more than that is dropped (its stream ends) rather than slowing the
-others or growing memory without bound.
+Card changes go to ``FEED`` (the server-sent events at ``/events``) and chat lines to
+``CHAT`` (the WebSocket at ``/chat``), as JSON text. ``BOARD_BROADCAST_URL`` picks the
+engine: ``memory://`` (the default) for one process, ``redis://host:6379/0`` so that
+``--workers 2``, or two machines, share one feed and one chat.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import json
+import logging
+import os
 from typing import Any
 
-import trio
+from triolette.broadcast import Broadcast, BroadcastUnavailable
 
-Event = dict[str, Any]
+FEED = "board:cards"
+CHAT = "board:chat"
+logger = logging.getLogger("examples.board")
 
 
-class Broadcast:
-    def __init__(self, buffer: int = 64) -> None:
-        self._buffer = buffer
-        self._inbox_send, self._inbox = trio.open_memory_channel[Event](math.inf)
-        self._subscribers: set[trio.MemorySendChannel[Event]] = set()
+def broadcast_url() -> str:
+    """``$BOARD_BROADCAST_URL``, else ``memory://``."""
+    return os.environ.get("BOARD_BROADCAST_URL") or "memory://"
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
 
-    def publish(self, event: Event) -> None:
-        """Queue ``event`` for every subscriber; returns at once."""
-        self._inbox_send.send_nowait(event)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The service: fan each published event out. Start it with ``await app.nursery.start(...)``."""
-        task_status.started()
-        try:
-            async for event in self._inbox:
-                for subscriber in list(self._subscribers):
-                    try:
-                        subscriber.send_nowait(event)
-                    except trio.WouldBlock:  # too slow: drop it, its stream ends
-                        self._subscribers.discard(subscriber)
-                        subscriber.close()
-                    except trio.BrokenResourceError:
-                        self._subscribers.discard(subscriber)
-        finally:
-            for subscriber in self._subscribers:
-                subscriber.close()
-            self._subscribers.clear()
-
-    @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
-        send, receive = trio.open_memory_channel[Event](self._buffer)
-        self._subscribers.add(send)
-        try:
-            async with receive:
-                yield receive
-        finally:
-            self._subscribers.discard(send)
-            send.close()
+async def announce(broadcast: Broadcast, channel: str, event: dict[str, Any]) -> None:
+    """Publish ``event``; if Redis is down the change is saved but not announced (at most once)."""
+    try:
+        await broadcast.publish(channel, json.dumps(event))
+    except BroadcastUnavailable as exc:
+        logger.warning("not announced: %s", exc)
