@@ -112,6 +112,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
+async def favicon(request: Request) -> Response:
+    """Browsers ask for /favicon.ico on pages without an icon link (JSON, the inspector's stream)."""
+    return RedirectResponse(request.url_for("static", path="favicon.svg"), status_code=301)
+
+
 async def signin_page(request: Request) -> Response:
     return templates.TemplateResponse(request, "signin.html", {"error": None})
 
@@ -406,6 +411,7 @@ def create_app(
     secret_key: str | None = None,
     export_step_seconds: float = 0.2,
     broadcast: str | None = None,
+    search_deadline: float = SEARCH_DEADLINE,
 ) -> Triolette:
     """Build the board app; its SQLite file lives in ``data_dir`` (created on first run).
 
@@ -424,6 +430,7 @@ def create_app(
     app = Triolette(
         routes=[
             Route("/", board, name="board"),
+            Route("/favicon.ico", favicon, name="favicon"),
             Route("/signin", signin_page, name="signin_page"),
             Route("/signin", signin, methods=["POST"], name="signin"),
             Route("/signout", signout, methods=["POST"], name="signout"),
@@ -439,7 +446,7 @@ def create_app(
             Route("/export/{job_id:int}/cancel", cancel_export, methods=["POST"], name="cancel_export"),
             Route("/export/{job_id:int}/board.csv", export_download, name="export_download"),
             Route("/stats", stats, name="stats", timeout=1),
-            Route("/search", search, name="search", timeout=SEARCH_DEADLINE),
+            Route("/search", search, name="search", timeout=search_deadline),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(SessionMiddleware, secret_key=secret_key or session_key(data_dir))],
