@@ -292,8 +292,9 @@ async def chat(websocket: WebSocket) -> None:
         presence[user] -= 1
         if not presence[user]:
             del presence[user]
-        with trio.CancelScope(shield=True), trio.move_on_after(1):  # say who left, also when cancelled
-            await announce(broadcast, CHAT, {"type": "presence", "users": sorted(presence)})
+        if not websocket.app.draining.is_set():  # (at shutdown the broadcast closes: nobody to tell)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):  # say who left, also when cancelled
+                await announce(broadcast, CHAT, {"type": "presence", "users": sorted(presence)})
     websocket.nursery.cancel_scope.cancel(reason="chat connection closed")
 
 
