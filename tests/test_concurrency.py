@@ -83,3 +83,38 @@ async def test_run_until_first_complete_is_deprecated_and_cancels_the_rest(autoj
     assert finished == ["quick"]
     assert cancelled == ["slow"]
     assert trio.current_time() == 1
+
+
+async def test_sync_endpoints_and_iterators_run_in_anyio_worker_threads() -> None:
+    import anyio.from_thread
+
+    from triolette.applications import Triolette
+    from triolette.requests import Request
+    from triolette.responses import PlainTextResponse, Response, StreamingResponse
+    from triolette.routing import Route
+    from triolette.testclient import AsyncTestClient
+
+    async def double(value: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return 2 * value
+
+    def borrowed() -> int:
+        return thread_limiter().borrowed_tokens
+
+    def endpoint(request: Request) -> Response:
+        values = [anyio.from_thread.run(double, 1), trio.from_thread.run(double, 2)]
+        values.append(anyio.from_thread.run_sync(borrowed))  # this thread holds a token of the one limiter
+        return PlainTextResponse(" ".join(map(str, values)))
+
+    def numbers() -> Iterator[str]:
+        yield str(anyio.from_thread.run(double, 3))
+        yield str(trio.from_thread.run(double, 4))
+
+    def stream(request: Request) -> Response:
+        return StreamingResponse(numbers())
+
+    app = Triolette(routes=[Route("/", endpoint), Route("/stream", stream)])
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/")).text == "2 4 1"
+        assert (await client.get("/stream")).text == "68"
+    assert await run_in_threadpool(anyio.from_thread.run, double, 5) == 10

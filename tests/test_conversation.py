@@ -262,6 +262,7 @@ def body(more: bool = False) -> dict[str, Any]:
         ([{"type": "http.response.early_hint", "links": []}], conv.START),
         ([{"type": "http.response.debug", "info": {}}, start()], conv.SENDING),
         ([start(), {"type": "http.response.debug", "info": {}}], conv.SENDING),
+        ([start(), body(more=True), {"type": "http.response.early_hint", "links": []}], conv.SENDING),
         ([start(), body(more=True), body(more=True)], conv.SENDING),
         ([start(), body()], conv.DONE),
         ([start(), {"type": "http.response.pathsend", "path": "/f"}], conv.DONE),

@@ -34,3 +34,11 @@ def test_readme_example_answers() -> None:
     exec(compile(code, "README.md", "exec"), namespace)
     with TestClient(namespace["app"]) as client:  # type: ignore[arg-type]
         assert client.get("/report").json() == ["a", "b", "c"]
+
+
+def test_migrating_lists_the_multipart_messages_that_say_more_than_starlettes() -> None:
+    from triolette.formparsers import _HEADER_LIMITS
+
+    text = " ".join((ROOT / "docs" / "migrating.md").read_text(encoding="utf-8").split())
+    for message in _HEADER_LIMITS.values():
+        assert f'"{message}"' in text, f"docs/migrating.md does not list {message!r}"

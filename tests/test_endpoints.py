@@ -218,3 +218,26 @@ def test_websocket_endpoint_on_connect_can_refuse() -> None:
     with pytest.raises(WebSocketDisconnect) as info, ws_client(Refusing).websocket_connect("/ws"):
         pass  # pragma: no cover - the connect fails
     assert info.value.code == 1008
+
+
+async def test_http_endpoint_request_can_send_early_hints() -> None:
+    from tests.conftest import http_scope
+
+    class Hinting(HTTPEndpoint):
+        async def get(self, request: Request) -> Response:
+            await request.send_early_hints("</style.css>; rel=preload")
+            return PlainTextResponse("ok")
+
+    scope = http_scope("/")
+    scope["extensions"] = {"http.response.early_hint": {}}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await Router([Route("/", Hinting)])(scope, receive, send)
+    assert sent[0] == {"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload"]}
+    assert sent[1]["status"] == 200

@@ -158,3 +158,59 @@ def test_the_endpoint_needs_a_websocket_scope() -> None:
 
     with pytest.raises(ValueError, match="WebSocketEndpoint handles 'websocket' scopes, got 'http'"):
         Text({"type": "http"}, receive, send)
+
+
+class _ClosingSocket:
+    """Records the close code ``decode`` sends."""
+
+    def __init__(self) -> None:
+        self.closed: list[int] = []
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed.append(code)
+
+
+def _endpoint(encoding: str | None) -> WebSocketEndpoint:
+    async def never(*args: Any) -> Any:  # pragma: no cover - decode does not receive or send
+        raise AssertionError("not called")
+
+    endpoint = WebSocketEndpoint({"type": "websocket"}, never, never)
+    endpoint.encoding = encoding  # type: ignore[assignment]
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message", "error"),
+    [
+        ("text", {"text": None, "bytes": b"hi"}, "Expected text websocket messages, but got bytes"),
+        ("bytes", {"text": "hi", "bytes": None}, "Expected bytes websocket messages, but got text"),
+    ],
+)
+async def test_decode_treats_a_key_whose_value_is_none_as_absent(
+    encoding: str, message: dict[str, Any], error: str
+) -> None:
+    socket = _ClosingSocket()
+    with pytest.raises(RuntimeError, match=f"^{error}$"):
+        await _endpoint(encoding).decode(socket, {"type": "websocket.receive", **message})
+    assert socket.closed == [status.WS_1003_UNSUPPORTED_DATA]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"text": ""}, ""),
+        ({"text": "", "bytes": None}, ""),
+        ({"text": None, "bytes": b""}, b""),
+        ({"bytes": b"\x00"}, b"\x00"),
+    ],
+)
+async def test_decode_without_encoding_returns_empty_text_as_text(message: dict[str, Any], expected: Any) -> None:
+    socket = _ClosingSocket()
+    assert await _endpoint(None).decode(socket, {"type": "websocket.receive", **message}) == expected
+    assert socket.closed == []
+
+
+async def test_decode_json_reads_bytes_when_text_is_none() -> None:
+    socket = _ClosingSocket()
+    message = {"type": "websocket.receive", "text": None, "bytes": b'{"a": 1}'}
+    assert await _endpoint("json").decode(socket, message) == {"a": 1}

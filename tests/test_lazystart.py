@@ -136,3 +136,44 @@ async def test_a_generator_based_awaitable_is_driven_too() -> None:
 
     await _lazystart.drive(generator_app(), lambda trap: True, lambda: started.append("started"))
     assert started == ["started"]
+
+
+def test_the_relay_passes_send_throw_and_close_on_and_looks_once() -> None:
+    looked: list[object] = []
+    closed: list[str] = []
+
+    @types.coroutine
+    def app() -> Any:
+        try:
+            while True:
+                try:
+                    yield "trap"
+                except KeyError:
+                    yield "after the throw"
+        finally:
+            closed.append("closed")
+
+    relay = _lazystart._Relay(app(), lambda trap: looked.append(trap) or True, lambda: looked.append("start"))
+    assert iter(relay) is relay
+    assert next(relay) == "trap"
+    assert relay.throw(KeyError("k")) == "after the throw"
+    assert relay.send(None) == "trap"
+    assert looked == ["trap", "start"]  # needed() asked once; start() called once
+    assert relay.cr_frame is not None  # a generator-based coroutine shows its frame too
+    assert relay.cr_await is None
+    relay.close()
+    assert closed == ["closed"]
+
+
+def test_a_relay_started_without_a_watcher_job_never_starts_it() -> None:
+    @types.coroutine
+    def app() -> Any:
+        yield "one"
+        yield "two"
+
+    started: list[str] = []
+    relay = _lazystart._Relay(app(), lambda trap: False, lambda: started.append("start"))
+    assert [next(relay), relay.send(None)] == ["one", "two"]
+    with pytest.raises(StopIteration):
+        relay.send(None)
+    assert started == []

@@ -412,12 +412,22 @@ async def test_several_drains_at_once_all_return_when_idle(autojump_clock: Any) 
 async def test_drain_with_zero_timeout_cancels_at_once(autojump_clock: Any) -> None:
     log: list[str] = []
     app = sleepy_app(log, 4)
+
+    errors: list[BaseException] = []
+
+    async def unanswered() -> None:  # cancelled before it started a response
+        try:
+            await request(app, "/slow")
+        except* AssertionError as group:
+            errors.extend(group.exceptions)
+
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(request, app, "/slow")
+            nursery.start_soon(unanswered)
             await trio.testing.wait_all_tasks_blocked()
             await app.drain(0)
     assert log == ["cancelled at 0: server shutting down"]
+    assert [str(error) for error in errors] == ["TestClient did not receive any response."]
 
 
 @pytest.mark.parametrize("bad", [-1, "5", True, float("nan")])

@@ -1,6 +1,6 @@
 """The public surface: every module has a sorted ``__all__``; Starlette's names exist with compatible signatures.
 
-The expected names come from ``../shared/STARLETTE_API.md`` (relative to the repository root).
+The expected names come from ``tests/starlette_api.md``: Starlette 1.10's public API, as triolette names it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 import triolette
 
 ROOT = Path(__file__).resolve().parent.parent
-API_FILE = ROOT.parent / "shared" / "STARLETTE_API.md"
+API_FILE = ROOT / "tests" / "starlette_api.md"
 SRC = ROOT / "src" / "triolette"
 
 

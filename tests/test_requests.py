@@ -480,3 +480,26 @@ def test_request_nursery_runs_tasks_inside_the_request() -> None:
     client = TestClient(Triolette(routes=[Route("/", handler)]))
     assert client.get("/").text == "started"
     assert finished == ["job"]
+
+
+async def test_uppercase_ipvfuture_host_header_falls_back_to_the_server_address() -> None:
+    # Security: "[V1.foo]" made urllib raise ValueError, so any endpoint touching request.url answered 500.
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse(f"{request.url} {request.url.path} {request.base_url}")
+
+    app = Triolette(routes=[Route("/p", endpoint)])
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = http_scope(path="/p", headers=[(b"host", b"[V1.foo]")], server=("example.com", 80))
+    await app(scope, receiving({"type": "http.request", "body": b""}), send)
+    assert sent[0]["status"] == 200
+    assert sent[1]["body"] == b"http://example.com/p /p http://example.com/"
+
+
+def test_cookies_merge_every_cookie_header_later_names_override() -> None:
+    scope = http_scope(headers=[(b"cookie", b"a=1; b=2"), (b"host", b"testserver"), (b"cookie", b"b=3; c=4")])
+    assert Request(scope).cookies == {"a": "1", "b": "3", "c": "4"}
+    assert Request(http_scope(headers=[])).cookies == {}

@@ -625,3 +625,58 @@ def test_range_errors_exist_for_compatibility() -> None:
     assert MalformedRangeHeader().content == "Malformed range header."
     assert MalformedRangeHeader("bad").content == "bad"
     assert RangeNotSatisfiable(10).max_size == 10
+
+
+def test_typed_memoryview_content_length_is_the_byte_length() -> None:
+    view = memoryview(b"01234567").cast("I")  # two 4-byte items
+    response = Response(view)
+    assert response.headers["content-length"] == "8"
+    assert bytes(response.body) == b"01234567"
+    strided = Response(memoryview(b"0123456789")[::2])  # not contiguous: copied
+    assert strided.body == b"02468"
+    assert strided.headers["content-length"] == "5"
+    assert client_for(Response(view)).get("/").content == b"01234567"
+
+
+@pytest.mark.parametrize(("spec_version", "error"), [("2.4", "ClientDisconnect"), ("2.3", "OSError")])
+async def test_streaming_send_oserror_is_client_disconnect_from_asgi_2_4(spec_version: str, error: str) -> None:
+    from triolette.requests import ClientDisconnect
+
+    async def numbers() -> AsyncIterator[bytes]:
+        for n in range(3):
+            yield b"%d" % n
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            raise OSError("connection reset")
+
+    scope = http_scope(asgi={"version": "3.0", "spec_version": spec_version})
+    with pytest.raises((ClientDisconnect, OSError)) as info:
+        await StreamingResponse(numbers())(scope, never_receive, send)
+    assert type(info.value).__name__ == error
+    app = Triolette(routes=[Route("/", lambda request: StreamingResponse(numbers()))])
+    with pytest.raises((ClientDisconnect, OSError)) as info:
+        await app(scope, never_receive, send)
+    assert type(info.value).__name__ == error
+
+
+@pytest.mark.parametrize("ranges", [b"bytes=0-4,10-19", b"bytes=10-19"])
+async def test_range_on_a_file_that_shrank_after_stat_raises(file: Path, ranges: bytes) -> None:
+    stat_result = os.stat(file)
+    os.truncate(file, 15)
+    response = FileResponse(file, stat_result=stat_result)
+    sent = Recorder()
+    scope = http_scope(headers=[(b"range", ranges)])
+    with pytest.raises(RuntimeError, match=rf"^File at path {re.escape(str(file))} is shorter than expected\.$"):
+        await response(scope, never_receive, sent)
+    assert sent.messages[0]["status"] == 206
+    assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in sent.messages)
+
+
+@pytest.mark.parametrize(
+    ("asgi", "version"), [({}, (2, 0)), ({"spec_version": "2.4"}, (2, 4)), ({"spec_version": "2.x"}, (2, 0))]
+)
+def test_spec_version_is_read_from_the_scope_default_2_0(asgi: dict[str, str], version: tuple[int, int]) -> None:
+    from triolette.responses import _spec_version
+
+    assert _spec_version({"type": "http", "asgi": asgi}) == version

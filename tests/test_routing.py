@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from triolette.applications import Triolette
 from triolette.convertors import IntegerConvertor, StringConvertor
 from triolette.datastructures import URLPath
 from triolette.endpoints import HTTPEndpoint
+from triolette.exceptions import TrioletteDeprecationWarning
 from triolette.middleware import Middleware
 from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, Response
@@ -532,6 +533,21 @@ def test_malformed_host_header_is_never_a_500(host: str) -> None:
     assert app_client.get("/users", headers={"host": host}).status_code in (200, 404)
 
 
+@pytest.mark.parametrize("host", ["api.example.org:evil", "api.example.org:", "[V1.foo]"])
+def test_unparsable_host_header_matches_no_host_route(host: str) -> None:
+    routes = Router([Route("/users", users)])
+    router = Router([Host("{sub}.example.org", app=routes), Host("api.example.org", app=routes)])
+    response = TestClient(router).get("/users", headers={"host": host})
+    assert response.status_code == 404
+
+
+def test_host_route_matching_is_case_insensitive() -> None:
+    router = Router([Host("{subdomain}.Example.org", app=Router([Route("/", echo_scope)]))])
+    response = TestClient(router, base_url="http://Sub.example.ORG").get("/")
+    assert response.status_code == 200
+    assert response.json()["params"] == {"subdomain": "sub"}
+
+
 def test_host_url_path_for() -> None:
     router = host_router()
     url = router.url_path_for("subdomain:users", sub="acme")
@@ -696,7 +712,25 @@ def test_lifespan_on_a_router() -> None:
     assert events == ["start", "stop"]
 
 
-def test_lifespan_async_generator_is_accepted_and_sync_one_refused() -> None:
+def test_generator_function_lifespan_is_accepted_with_a_deprecation_warning() -> None:
+    events: list[str] = []
+
+    def sync_gen(app: Any) -> Iterator[None]:
+        events.append("sync up")
+        yield
+        events.append("sync down")
+
+    with pytest.warns(
+        TrioletteDeprecationWarning,
+        match=r"^generator function lifespans are deprecated, use an @contextlib\.asynccontextmanager function",
+    ):
+        router = Router(lifespan=sync_gen)
+    with TestClient(router):
+        assert events == ["sync up"]
+    assert events == ["sync up", "sync down"]
+
+
+def test_async_generator_function_lifespan_is_accepted_with_a_deprecation_warning() -> None:
     events: list[str] = []
 
     async def agen(app: Any) -> AsyncIterator[None]:
@@ -704,15 +738,14 @@ def test_lifespan_async_generator_is_accepted_and_sync_one_refused() -> None:
         yield
         events.append("down")
 
-    with TestClient(Router(lifespan=agen)):
-        pass
+    with pytest.warns(
+        TrioletteDeprecationWarning,
+        match=r"^async generator function lifespans are deprecated, use an @contextlib\.asynccontextmanager function",
+    ):
+        router = Router(lifespan=agen)
+    with TestClient(router):
+        assert events == ["up"]
     assert events == ["up", "down"]
-
-    def sync_gen(app: Any) -> Any:  # pragma: no cover - refused before it runs
-        yield
-
-    with pytest.raises(ConfigurationError, match="lifespan must be an async context manager factory"):
-        Router(lifespan=sync_gen)
     with TestClient(Router()):  # no lifespan: startup and shutdown complete
         pass
 
@@ -816,3 +849,20 @@ async def test_websocket_on_a_bare_router_without_route_closes() -> None:
 
 def test_url_path_type() -> None:
     assert isinstance(app_router.url_path_for("homepage"), URLPath)
+
+
+def test_url_path_for_substitutes_parameters_in_one_pass() -> None:
+    router = Router([Route("/{category}/{id}", homepage, name="item")])
+    assert router.url_path_for("item", category="{id}", id="42") == "/{id}/42"
+    assert router.url_path_for("item", category="a", id="{category}") == "/a/{category}"
+    host = Host("{sub}.example.org", app=Router([Route("/{page}", homepage, name="page")]), name="site")
+    url = Router([host]).url_path_for("site:page", sub="{page}", page="p")
+    assert (url, url.host) == ("/p", "{page}.example.org")
+
+
+def test_replace_params_leaves_unknown_placeholders_and_returns_the_unused_params() -> None:
+    from triolette.routing import replace_params
+
+    convertors = {"a": StringConvertor(), "b": IntegerConvertor()}
+    assert replace_params("/{a}/{b}", convertors, {"a": "x", "c": "y"}) == ("/x/{b}", {"c": "y"})
+    assert replace_params("/static", convertors, {"a": "x"}) == ("/static", {"a": "x"})

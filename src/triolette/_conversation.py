@@ -231,6 +231,7 @@ _HTTP: Final[dict[tuple[str, str], str]] = {
     (SENDING, "http.response.body"): SENDING,
     (SENDING, "http.response.pathsend"): SENDING,
     (SENDING, "http.response.debug"): SENDING,
+    (SENDING, "http.response.early_hint"): SENDING,  # servers may pass a late one on, or drop it
     (TRAILERS, "http.response.trailers"): TRAILERS,
 }
 _WEBSOCKET: Final[dict[tuple[str, str], str]] = {

@@ -179,6 +179,7 @@ class RequestScope(WebSocketSide):
         "_server_receive",
         "_server_send",
         "_wake_watcher",
+        "_watch_deadline",
         "_watcher_scope",
         "asgi_scope",
         "body_cache",
@@ -224,6 +225,7 @@ class RequestScope(WebSocketSide):
         self._read_done: trio.Event | None = None
         self._wake_watcher: trio.Event | None = None
         self._watcher_scope: trio.CancelScope | None = None
+        self._watch_deadline = math.inf  # the watcher's cancel scope's deadline, while it listens
         self._sending_since: float | None = None
         self._sending_start = False
         self._body_deadline = math.inf
@@ -480,10 +482,12 @@ class RequestScope(WebSocketSide):
             self.inbox.push(message)
         while not self._done_watching():
             stop = False
-            with trio.CancelScope(deadline=self._watchdog_deadline()) as cs:
+            deadline = self._watch_deadline = self._watchdog_deadline()
+            with trio.CancelScope(deadline=deadline) as cs:
                 self._watcher_scope = cs
                 stop = await self._listen()
             self._watcher_scope = None
+            self._watch_deadline = math.inf
             if stop:
                 return
             if cs.cancelled_caught and self.watcher is RUNNING:
@@ -537,6 +541,8 @@ class RequestScope(WebSocketSide):
 
     def _on_disconnect(self) -> None:
         if self.cancel_on_disconnect and not self.outbox.complete:
+            if self.is_websocket and self._ws_handler_told():
+                return  # it gets WebSocketDisconnect and a bounded grace for its cleanup
             self._request_nursery.cancel_scope.cancel(reason="client disconnected")
 
     # -- deadlines: decided in _conversation, enforced here ------------------------------
@@ -550,8 +556,8 @@ class RequestScope(WebSocketSide):
         cs = self._watcher_scope
         if cs is not None:
             deadline = self._watchdog_deadline()
-            if deadline < cs.deadline:
-                cs.deadline = deadline
+            if deadline < self._watch_deadline:
+                cs.deadline = self._watch_deadline = deadline
 
     def _check_timeouts(self) -> None:
         body = self._body_deadline if self.holdoff and not self.inbox.complete else math.inf
@@ -623,7 +629,10 @@ class RequestScope(WebSocketSide):
                 done = self._read_done
                 if done is None:
                     done = self._read_done = trio.Event()
-                await done.wait()
+                if self.is_websocket:
+                    await self._ws_wait(done)  # notes whether the handler itself is waiting
+                else:
+                    await done.wait()
                 if inbox.buffer:
                     return self._account(inbox.pop())
                 if inbox.error is not None:
@@ -743,8 +752,7 @@ class RequestScope(WebSocketSide):
     async def _timed_send(self, message: Message) -> bool:
         """Send, with the watcher timing the send (``send_timeout``); True once sent."""
         self._sending_since = trio.current_time()
-        cs = self._watcher_scope
-        if cs is not None and cs.deadline == math.inf:  # a later send finds the watcher armed already
+        if self._watch_deadline == math.inf and self._watcher_scope is not None:  # else armed already
             self._rearm_watchdog()
         try:
             await self._server_send(message)

@@ -35,15 +35,29 @@ class WebSocketSide:
 
     The handler runs in the request nursery, in a cancel scope of its own that is never
     shielded: an outer cancellation (a deadline, the server shutting down, a cancelled
-    connection) always reaches it. When the client leaves, the request is cancelled with
-    reason ``"client disconnected"``, as an HTTP request is: the connection's tasks end, a
-    handler blocked anywhere but the socket (a pub/sub feed, an event) is cancelled there,
-    and a handler in (or entering) ``receive_*``/``send_*`` gets ``WebSocketDisconnect``,
-    as in Starlette, before the cancellation reaches its next checkpoint. No handler
-    outlives its connection; cleanup that must await goes under a shielded, bounded scope.
+    connection) always reaches it. When the client leaves:
+
+    - a handler in ``receive_*`` (or entering ``receive_*``/``send_*`` later) gets
+      ``WebSocketDisconnect``, as in Starlette, and may await its cleanup (tell the other
+      members of a chat room that it left): for ``send_timeout`` seconds at most (30 s
+      when there is none), then it is cancelled; its tasks are cancelled when it returns;
+    - a handler anywhere else (a pub/sub feed, an event, a send the client never takes) is
+      cancelled at once with reason ``"client disconnected"``, with the connection's tasks
+      (a cancelled send raises ``WebSocketDisconnect``, as Starlette's would).
+
+    No handler outlives its connection by more than that grace.
     """
 
-    __slots__ = ("_background_scope", "_ws_handler_scope", "_ws_send_turn", "_ws_sending", "is_websocket", "nursery")
+    __slots__ = (
+        "_background_scope",
+        "_handler_task",
+        "_ws_handler_scope",
+        "_ws_send_turn",
+        "_ws_sending",
+        "_ws_waiting",
+        "is_websocket",
+        "nursery",
+    )
 
     # Shared with RequestScope, which defines them.
     asgi_scope: Scope
@@ -78,6 +92,8 @@ class WebSocketSide:
         """Run a WebSocket handler; see the class docstring."""
         self._ws_sending = False
         self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
+        self._ws_waiting = 0  # the handler waits in receive() for the watcher's read
+        self._handler_task = trio.lowlevel.current_task()
         with trio.CancelScope() as self._ws_handler_scope:
             try:
                 await _lazystart.drive(
@@ -91,7 +107,28 @@ class WebSocketSide:
                 await self._close_websocket(1000)  # the handler returned, the connection ends
         watching = self.watcher == "running"
         if len(self.nursery.child_tasks) > int(watching):  # its tasks end with it (run() ends the watcher)
-            self.nursery.cancel_scope.cancel(reason="websocket closed")
+            self.nursery.cancel_scope.cancel(reason="client disconnected" if self.inbox.gone else "websocket closed")
+
+    async def _ws_wait(self, done: trio.Event) -> None:
+        """Wait for the watcher's read to end, noting when the handler is the one waiting."""
+        if trio.lowlevel.current_task() is not self._handler_task:
+            await done.wait()
+            return
+        self._ws_waiting += 1
+        try:
+            await done.wait()
+        finally:
+            self._ws_waiting -= 1
+
+    def _ws_handler_told(self) -> bool:
+        """Whether the handler learns of the disconnect from the receive it is in (it read
+        the message itself, or waits for the watcher's read): then it is given a grace to
+        clean up instead of being cancelled at once."""
+        if not (self._ws_waiting or trio.lowlevel.current_task() is self._handler_task):
+            return False
+        cs = self.nursery.cancel_scope
+        cs.deadline = min(cs.deadline, trio.current_time() + (self.send_timeout or _CLOSE_TIMEOUT))
+        return True
 
     def _says_closed(self, exc: Exception) -> bool:
         """Whether ``exc`` only reports that the connection had closed (nothing to log)."""

@@ -49,6 +49,10 @@ def _json_of(message: Message, mode: str) -> Any:
     return json.loads(text)
 
 
+DISCONNECT_GRACE = 1.0
+"""Seconds an app has, once the test leaves a session, to take the disconnect before it is cancelled."""
+
+
 class WebSocketConnection:
     """The app's side of one test connection: the app as a task, messages both ways."""
 
@@ -59,18 +63,28 @@ class WebSocketConnection:
         self._to_client, self.from_app = trio.open_memory_channel[Message](math.inf)
         self.error: BaseException | None = None
         self.done = trio.Event()
+        self._heard = trio.Event()  # the app took the disconnect that ends the session, or ended
+        self._cancel_scope = trio.CancelScope()
+
+    async def _receive(self) -> Message:
+        message = await self._app_inbox.receive()
+        if message["type"] == "websocket.disconnect":
+            self._heard.set()
+        return message
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the app (as a task); its exception is kept for the client to raise."""
         task_status.started()
         try:
-            await self.app(self.scope, self._app_inbox.receive, self._to_client.send)
+            with self._cancel_scope:
+                await self.app(self.scope, self._receive, self._to_client.send)
         except BaseException as exc:
             self.error = exc
             if not isinstance(exc, Exception):
                 raise
         finally:
             self._to_client.close()
+            self._heard.set()
             self.done.set()
 
     async def send(self, message: Message) -> None:
@@ -114,9 +128,18 @@ class WebSocketConnection:
         return message
 
     async def finish(self) -> None:
-        """Tell the app the client went away (unless it is done already) and wait for it."""
+        """Tell the app the client went away (unless it is done already) and wait for it.
+
+        An app that takes the disconnect is waited for; one that does not take it within
+        ``DISCONNECT_GRACE`` seconds (it never calls ``receive()``) is cancelled, so that
+        leaving a session never hangs.
+        """
         if not self.done.is_set():
             await self.to_app.send({"type": "websocket.disconnect", "code": 1000})
+            with trio.move_on_after(DISCONNECT_GRACE):
+                await self._heard.wait()
+            if not self._heard.is_set():
+                self._cancel_scope.cancel(reason="the test left the WebSocket session; the app did not receive")
         await self.done.wait()
 
     def raise_app_error(self) -> None:

@@ -11,6 +11,7 @@ block in its owner's code (a client, a streamed response, a WebSocket session).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -57,8 +58,23 @@ async def task_group(reason: str) -> AsyncIterator[trio.Nursery]:
         raise error
 
 
+class ResponseProtocolError(RuntimeError, AssertionError):
+    """The app broke the order of the ASGI response messages, or sent no response at all.
+
+    An ``AssertionError`` too, for test suites written against Starlette's client, which
+    asserts these rules.
+    """
+
+
 class HTTPExchange:
-    """One request through ``app``: start it, read the response as it comes, close it."""
+    """One request through ``app``: start it, read the response as it comes, close it.
+
+    Every ``http.response.body`` message, empty or not, is handed over through a zero-capacity
+    channel, so the app waits for the client at each one. A response that declares trailers
+    (``"trailers": True`` in its start) completes with its last ``http.response.trailers``
+    message; the trailers are collected in ``trailers`` as they arrive. Once the response is
+    complete, or the client has left, the app's ``receive()`` answers ``http.disconnect``.
+    """
 
     def __init__(
         self, app: ASGIApp, scope: Scope, body: AsyncIterable[bytes], *, raise_server_exceptions: bool
@@ -70,12 +86,15 @@ class HTTPExchange:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.error: BaseException | None = None
+        self.trailers_expected = False
+        self.trailers: list[tuple[bytes, bytes]] = []  # filled as the app sends them
+        self.debug_info: dict[str, Any] | None = None  # what the app sent in "http.response.debug"
         self._started = trio.Event()
         self._done = trio.Event()
         self._gone = trio.Event()  # the client left (closed the response) or the response completed
+        self._cancel_scope = trio.CancelScope()
+        self._body_complete = False
         self._response_complete = False
-        self.debug_info: dict[str, Any] | None = None  # what the app sent in "http.response.debug"
-        self._body_sent = False
         self._send_chunks, self._chunks = trio.open_memory_channel[bytes](0)
         self._request_complete = False
 
@@ -83,7 +102,9 @@ class HTTPExchange:
         """Run the app (as a task); ``task_status.started()`` once it is running."""
         task_status.started()
         try:
-            async with self._send_chunks:
+            # A plain `with`: closing the channel must not be a checkpoint, where a cancellation
+            # would replace the app's own exception.
+            with self._cancel_scope, self._send_chunks:
                 await self.app(self.scope, self._receive, self._send)
         except Exception as exc:
             self.error = exc
@@ -106,58 +127,95 @@ class HTTPExchange:
         await self._gone.wait()
         return {"type": "http.disconnect"}
 
+    def _complete(self) -> None:
+        self._response_complete = True
+        self._send_chunks.close()
+        self._gone.set()
+
     async def _send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
             if self._started.is_set():
-                raise RuntimeError('Received multiple "http.response.start" messages.')
+                raise ResponseProtocolError('Received multiple "http.response.start" messages.')
             self.status = message["status"]
             self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            self.trailers_expected = bool(message.get("trailers", False))
             self._started.set()
-        elif kind == "http.response.debug":
-            self.debug_info = dict(message.get("info", {}))
         elif kind == "http.response.body":
             if not self._started.is_set():
-                raise RuntimeError('Received "http.response.body" without "http.response.start".')
+                raise ResponseProtocolError('Received "http.response.body" without "http.response.start".')
             if self._response_complete:
-                raise RuntimeError('Received "http.response.body" after the response completed.')
-            body = bytes(message.get("body", b""))
+                raise ResponseProtocolError('Received "http.response.body" after response completed.')
+            if self._body_complete:
+                raise ResponseProtocolError('Received "http.response.body" after body completed.')
             more = message.get("more_body", False)
+            last = not more and not self.trailers_expected
             if not more:
+                self._body_complete = True
+            if last:  # the app has sent all it will send: not to be cancelled while the client reads it
                 self._response_complete = True
-            if body:
-                try:
-                    await self._send_chunks.send(body)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the client stopped reading
-            if not more:
-                await self._send_chunks.aclose()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):  # the client stopped reading
+                await self._send_chunks.send(bytes(message.get("body", b"")))
+            if last:
+                self._complete()
+        elif kind == "http.response.trailers":
+            if not self.trailers_expected:
+                raise ResponseProtocolError('Received "http.response.trailers" without declaring trailers.')
+            if self._response_complete:
+                raise ResponseProtocolError('Received "http.response.trailers" after response completed.')
+            if not self._body_complete:
+                raise ResponseProtocolError('Received "http.response.trailers" before body completed.')
+            self.trailers.extend((bytes(k), bytes(v)) for k, v in message.get("headers", []))
+            if not message.get("more_trailers", False):
+                self._complete()
+            await trio.lowlevel.checkpoint()
+        elif kind == "http.response.debug":
+            self.debug_info = message["info"]
 
     async def start(self) -> None:
         """Wait for the response to start (or the app to end); raise the app's error if wanted."""
         await self._started.wait()
         if not self.status:
             await self._done.wait()
-            if self.error is not None and self.raise_server_exceptions:
-                raise self.error
+            if self.raise_server_exceptions:
+                if self.error is not None:
+                    raise self.error
+                raise ResponseProtocolError("TestClient did not receive any response.")
             self.status = 500
             self._chunks.close()
 
     async def next_chunk(self) -> bytes | None:
-        """The next body chunk as the app sends it; None at the end of the body."""
+        """The next non-empty body chunk as the app sends it; None at the end of the response.
+
+        Each body message the app sends, an empty one too, is taken here one at a time.
+        """
         try:
-            return await self._chunks.receive()
+            while True:
+                chunk = await self._chunks.receive()
+                if chunk:
+                    return chunk
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return None
 
-    async def aclose(self) -> None:
-        """Leave the response: a disconnect for the app if it is not done, then wait for it."""
+    async def aclose(self, *, cancel_if_incomplete: bool = False) -> None:
+        """Leave the response: a disconnect for the app if it is not done, then wait for it.
+
+        With ``cancel_if_incomplete``, an app whose response is not complete is also cancelled
+        (after it has been handed the disconnect, if it was waiting for one).
+        """
         self._gone.set()
         self._chunks.close()
+        if cancel_if_incomplete and not self._response_complete:
+            self._cancel_scope.cancel(reason="the test client closed with the response incomplete")
         await self._done.wait()
         if self.error is not None and self.raise_server_exceptions:
             error, self.error = self.error, None
             raise error
+
+    async def abort(self) -> None:
+        """The client closed: a disconnect for the app, and its task cancelled if the response is
+        incomplete (its background work included); a complete response's background work is awaited."""
+        await self.aclose(cancel_if_incomplete=True)
 
 
 class LifespanRunner:

@@ -1,9 +1,11 @@
 """Running blocking code from async code, on trio's worker threads.
 
 Every sync endpoint, sync background task and sync iterator runs through
-``trio.to_thread.run_sync`` with one shared ``CapacityLimiter``: trio's default
-limiter for the run, 40 tokens unless you change them with
-``thread_limiter().total_tokens = n``.
+``anyio.to_thread.run_sync``, which under trio is ``trio.to_thread.run_sync`` with
+trio's default ``CapacityLimiter`` for the run: one shared limiter, 40 tokens unless
+you change them with ``thread_limiter().total_tokens = n``. The threads are AnyIO
+worker threads as well as trio's, so code in them may call ``anyio.from_thread.run``
+(as libraries written for Starlette do) or ``trio.from_thread.run``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
+import anyio.to_thread
 import trio
 
 from triolette.exceptions import TrioletteDeprecationWarning
@@ -34,8 +37,8 @@ async def run_in_threadpool(func: Callable[P, T], *args: P.args, **kwargs: P.kwa
     Cancellation waits for the thread to finish: a thread cannot be interrupted.
     """
     if kwargs:
-        return await trio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
-    return await trio.to_thread.run_sync(func, *args)
+        return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+    return await anyio.to_thread.run_sync(func, *args)
 
 
 class _Exhausted(Exception):
@@ -54,7 +57,7 @@ async def iterate_in_threadpool(iterator: Iterable[T]) -> AsyncIterator[T]:
     it = iter(iterator)
     while True:
         try:
-            item = await trio.to_thread.run_sync(_next_or_exhausted, it)
+            item = await anyio.to_thread.run_sync(_next_or_exhausted, it)
         except _Exhausted:
             return
         yield item

@@ -9,7 +9,6 @@ and decoded only when read.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import (
     ItemsView,
     Iterable,
@@ -25,6 +24,7 @@ from shlex import shlex
 from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar, overload
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
+from triolette._host import parse_host
 from triolette._utils import ConfigurationError
 from triolette.concurrency import run_in_threadpool
 from triolette.types import Scope
@@ -62,41 +62,14 @@ class Address(NamedTuple):
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
-# A Host header is `host [":" port]` (RFC 9110 section 7.2 with RFC 3986 section 3.2.2). Anything
-# else, a '/', '?', '#', '@' or whitespace included, could move the path or the authority of the
-# URL we build, so such a header is ignored and the URL falls back to scope["server"].
-_HOST_HEADER = re.compile(
-    r"(?:(?P<name>[a-z0-9._~%!$&'()*+,;=-]+)|\[(?P<literal>[a-z0-9._~!$&'()*+,;=:-]+)\])"
-    r"(?::(?P<port>[0-9]+))?",
-    re.IGNORECASE,
-)
-_IPV_FUTURE = re.compile(r"v[0-9a-f]+\.[a-z0-9._~!$&'()*+,;=:-]+", re.IGNORECASE)
-
-
-def _is_valid_host_header(value: str) -> bool:
-    match = _HOST_HEADER.fullmatch(value)
-    if match is None:
-        return False
-    literal = match["literal"]
-    if literal is not None and _IPV_FUTURE.fullmatch(literal) is None:
-        try:
-            ipaddress.IPv6Address(literal)
-        except ValueError:
-            return False
-    port = match["port"]
-    if port is None:
-        return True
-    digits = port.lstrip("0")
-    # Checking the length first keeps int() away from absurdly long digit strings.
-    return len(digits) <= 5 and int(digits or "0") <= 65535
-
-
 def _netloc_from_scope(scope: Scope, scheme: str) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == b"host":
-            host_header: str = value.decode("latin-1")
-            if _is_valid_host_header(host_header):
-                return host_header
+            # A Host header that does not parse, or whose port is not a TCP port, is ignored:
+            # the URL falls back to scope["server"] (see triolette._host).
+            parsed = parse_host(value.decode("latin-1"))
+            if parsed is not None and parsed.has_valid_port:
+                return parsed.authority
             break
     server = scope.get("server")
     if server is None:

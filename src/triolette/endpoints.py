@@ -39,7 +39,7 @@ class HTTPEndpoint:
         return self.dispatch().__await__()
 
     async def dispatch(self) -> None:
-        request = Request(self.scope, receive=self.receive)
+        request = Request(self.scope, receive=self.receive, send=self.send)
         method = request.method
         if method == "HEAD" and getattr(self, "head", None) is None:
             method = "GET"
@@ -103,24 +103,26 @@ class WebSocketEndpoint:
     async def decode(self, websocket: Any, message: Message) -> Any:
         from triolette import status
 
+        # A key counts only when its value is not None: servers may send {"text": None, "bytes": b"..."}.
+        text = message.get("text")
         if self.encoding == "text":
-            if "text" not in message:
+            if text is None:
                 await websocket.close(code=status.WS_1003_UNSUPPORTED_DATA)
                 raise RuntimeError("Expected text websocket messages, but got bytes")
-            return message["text"]
+            return text
+        data = message.get("bytes")
         if self.encoding == "bytes":
-            if "bytes" not in message:
+            if data is None:
                 await websocket.close(code=status.WS_1003_UNSUPPORTED_DATA)
                 raise RuntimeError("Expected bytes websocket messages, but got text")
-            return message["bytes"]
+            return data
         if self.encoding == "json":
-            text = message["text"] if message.get("text") is not None else message["bytes"].decode("utf-8")
             try:
-                return json.loads(text)
+                return json.loads(text if text is not None else (data or b"").decode("utf-8"))
             except json.decoder.JSONDecodeError:
                 await websocket.close(code=status.WS_1003_UNSUPPORTED_DATA)
                 raise RuntimeError("Malformed JSON data received.") from None
-        return message["text"] if message.get("text") else message["bytes"]
+        return text if text is not None else data
 
     async def on_connect(self, websocket: Any) -> None:
         """Accept the connection; override to check it first."""

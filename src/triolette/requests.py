@@ -120,8 +120,11 @@ class HTTPConnection(Mapping[str, Any], Generic[StateT]):
     @property
     def cookies(self) -> dict[str, str]:
         if not hasattr(self, "_cookies"):
-            cookie_header = self.headers.get("cookie")
-            self._cookies = cookie_parser(cookie_header) if cookie_header else {}
+            # Every Cookie header counts (HTTP/2 may split them), in order: a later name overrides an earlier one.
+            cookies: dict[str, str] = {}
+            for cookie_header in self.headers.getlist("cookie"):
+                cookies.update(cookie_parser(cookie_header))
+            self._cookies = cookies
         return self._cookies
 
     @property

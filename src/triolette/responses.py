@@ -29,6 +29,7 @@ from triolette._utils import ConfigurationError, aclosing_if_closable
 from triolette.background import BackgroundTask
 from triolette.concurrency import iterate_in_threadpool
 from triolette.datastructures import URL, Headers, MutableHeaders
+from triolette.requests import ClientDisconnect
 from triolette.types import Message, Receive, Scope, Send
 
 __all__ = [
@@ -92,8 +93,12 @@ class Response:
     def render(self, content: Any) -> bytes | memoryview:
         if content is None:
             return b""
-        if isinstance(content, _BYTES):
+        if isinstance(content, bytes):
             return content
+        if isinstance(content, memoryview):
+            # Content-Length counts bytes: a typed view ("I": 4 bytes an item) is recast as bytes,
+            # and a view that is not contiguous is copied.
+            return content.cast("B") if content.c_contiguous else content.tobytes()
         encoded: bytes = content.encode(self.charset)
         return encoded
 
@@ -303,16 +308,22 @@ class StreamingResponse(Response):
             await self.stream_response(send)
         else:
             rs = get_request_scope(scope)
-            if rs is None:
-                await run_in_request_scope(self._stream_only, scope, receive, send)
-            else:
-                try:
-                    await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            try:
+                if rs is None:
+                    await run_in_request_scope(self._stream_only, scope, receive, send)
+                else:
+                    start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+                    await send(start)
                     await self._send_chunks(send, rs)
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except trio.Cancelled:
-                    await background_after_disconnect(scope, self.background)
+            except OSError:
+                # ASGI 2.4: a server raises OSError from send() when the client has gone.
+                if _spec_version(scope) < (2, 4):
                     raise
+                raise ClientDisconnect() from None
+            except trio.Cancelled:
+                await background_after_disconnect(scope, self.background)
+                raise
         if self.background is not None:
             await run_background(scope, self.background)
 
@@ -322,6 +333,15 @@ class StreamingResponse(Response):
             await self(scope, receive, send)
         finally:
             self.background = background
+
+
+def _spec_version(scope: Scope) -> tuple[int, ...]:
+    """The ASGI spec version the server declares in the scope ("2.0" if it says none)."""
+    version: str = scope.get("asgi", {}).get("spec_version", "2.0")
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (2, 0)
 
 
 def _websocket_denial_send(send: Send) -> Send:
@@ -517,6 +537,9 @@ class FileResponse(Response):
         while True:
             want = chunk_size if end is None else min(chunk_size, end - position)
             chunk = await file.read(want) if want > 0 else b""
+            if end is not None and len(chunk) < want:
+                # The file shrank after its stat: the Content-Length sent would be a lie.
+                raise RuntimeError(f"File at path {self.path} is shorter than expected.")
             position += len(chunk)
             done = len(chunk) < want or want == 0 or (end is not None and position >= end)
             if done and not last:

@@ -13,18 +13,20 @@ import enum
 import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 from triolette._exception_handler import wrap_app_handling_exceptions
+from triolette._host import parse_host
 from triolette._lifespan import LIFESPAN_TREE_KEY, run_lifespan
 from triolette._scope import SCOPE_KEY, check_size, check_timeout, get_request_scope, run_in_request_scope
 from triolette._utils import ConfigurationError, get_route_path, is_async_callable
 from triolette.concurrency import run_in_threadpool
 from triolette.convertors import CONVERTOR_TYPES, Convertor
 from triolette.datastructures import URL, Headers, URLPath
-from triolette.exceptions import HTTPException
+from triolette.exceptions import HTTPException, TrioletteDeprecationWarning
 from triolette.middleware import Middleware
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, RedirectResponse, Response
@@ -105,13 +107,28 @@ def get_name(endpoint: Callable[..., Any]) -> str:
 def replace_params(
     path: str, param_convertors: dict[str, Convertor[Any]], path_params: dict[str, str]
 ) -> tuple[str, dict[str, str]]:
-    """Fill ``{name}`` placeholders of ``path`` from ``path_params``; return the path and the unused params."""
-    for key, value in list(path_params.items()):
-        placeholder = "{" + key + "}"
-        if placeholder in path:
-            path = path.replace(placeholder, param_convertors[key].to_string(value))
-            path_params.pop(key)
+    """Fill ``{name}`` placeholders of ``path`` from ``path_params``; return the path and the unused params.
+
+    One pass over ``path``: a value that itself looks like a placeholder (``"{id}"``) stays as it is.
+    """
+    if not path_params or "{" not in path:
+        return path, path_params
+    used: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        key = match[1]
+        if key not in path_params:
+            return match[0]
+        used.append(key)
+        return param_convertors[key].to_string(path_params[key])
+
+    path = _PLACEHOLDER.sub(fill, path)
+    for key in used:
+        path_params.pop(key, None)
     return path, path_params
+
+
+_PLACEHOLDER = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)}")
 
 
 PARAM_REGEX = re.compile("{([a-zA-Z_][a-zA-Z0-9_]*)(:[a-zA-Z_][a-zA-Z0-9_]*)?}")
@@ -150,7 +167,8 @@ def compile_path(path: str) -> tuple[re.Pattern[str], str, dict[str, Convertor[A
         tail = tail.rsplit(":", 1)[0]  # Host matching ignores the port
     regex += re.escape(tail) + "$"
     path_format += path[idx:]
-    return re.compile(regex), path_format, convertors
+    # Host names are case-insensitive (RFC 9110 section 4.2.3); a Host route matches the lowercased host.
+    return re.compile(regex, re.IGNORECASE if is_host else 0), path_format, convertors
 
 
 def _convert(convertors: dict[str, Convertor[Any]], matched: dict[str, str]) -> dict[str, Any]:
@@ -485,10 +503,10 @@ class Host(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] in ("http", "websocket"):
-            host = Headers(scope=scope).get("host", "")
-            if not host.endswith("]"):
-                host = host.rsplit(":", 1)[0]
-            match = self.host_regex.match(host)
+            parsed = parse_host(Headers(scope=scope).get("host"))
+            if parsed is None:  # a malformed Host header matches no Host route
+                return Match.NONE, {}
+            match = self.host_regex.match(parsed.host.lower())
             if match:
                 path_params = dict(scope.get("path_params", ()))
                 path_params.update(_convert(self.param_convertors, match.groupdict()))
@@ -682,16 +700,35 @@ class Router:
 
 
 def _lifespan_context(lifespan: Any) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
-    """Accept an async context manager factory; a plain async generator function is wrapped."""
+    """Accept an async context manager factory; a generator function (async or not) is wrapped, with a warning."""
     if inspect.isasyncgenfunction(lifespan):
+        warnings.warn(
+            "async generator function lifespans are deprecated, "
+            "use an @contextlib.asynccontextmanager function instead",
+            TrioletteDeprecationWarning,
+            stacklevel=3,
+        )
         return asynccontextmanager(lifespan)
     if inspect.isgeneratorfunction(lifespan):
-        raise ConfigurationError(
-            f"lifespan must be an async context manager factory, got the sync generator function {lifespan!r}; "
-            "use 'async def' with @contextlib.asynccontextmanager"
+        warnings.warn(
+            "generator function lifespans are deprecated, use an @contextlib.asynccontextmanager function instead",
+            TrioletteDeprecationWarning,
+            stacklevel=3,
         )
+        return _sync_lifespan(lifespan)
     return lifespan  # type: ignore[no-any-return]
 
+
+def _sync_lifespan(lifespan: Callable[[Any], Any]) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """A sync generator lifespan as an async context manager: before ``yield`` at startup, after it at shutdown."""
+    manager = contextmanager(lifespan)
+
+    @asynccontextmanager
+    async def context(app: Any) -> AsyncIterator[Any]:
+        with manager(app) as state:
+            yield state
+
+    return context
 
 
 # -- the walk over mounted apps, for lifespans and the drain ---------------------------------

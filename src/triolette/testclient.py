@@ -15,8 +15,10 @@ it to finish. The app's exceptions are raised in the test (``raise_server_except
 from __future__ import annotations
 
 import contextlib
+import inspect
+import warnings
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import unquote
@@ -27,9 +29,13 @@ from httpx._decoders import ByteChunker, LineDecoder, TextChunker, TextDecoder
 
 from triolette._testclient_ws import AsyncWebSocketTestSession, WebSocketDenialResponse, WebSocketTestSession
 from triolette._testing import HTTPExchange, LifespanRunner, Portal, task_group
-from triolette.types import ASGIApp, Scope
+from triolette._utils import is_async_callable
+from triolette.exceptions import TrioletteDeprecationWarning
+from triolette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "ASGI2App",
+    "ASGIInstance",
     "AsyncTestClient",
     "AsyncWebSocketTestSession",
     "TestClient",
@@ -37,9 +43,40 @@ __all__ = [
     "WebSocketTestSession",
 ]
 
+ASGIInstance = Callable[[Receive, Send], Awaitable[None]]
+"""What an ASGI 2 app returns for a scope: the instance that is called with ``receive`` and ``send``."""
+ASGI2App = Callable[[Scope], ASGIInstance]
+"""An ASGI 2 ("double callable") app: ``app(scope)`` returns ``instance(receive, send)``."""
+
 S = TypeVar("S")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+
+
+def _is_asgi3(app: object) -> bool:
+    """An ASGI 3 app is a coroutine function (or an object whose ``__call__`` is one); a class is
+    ASGI 3 only if its instances are awaitable. Anything else is taken for an ASGI 2 app."""
+    if inspect.isclass(app):
+        return hasattr(app, "__await__")
+    return is_async_callable(app)
+
+
+class _WrapASGI2:
+    """An ASGI 2 app, called as ASGI 3: ``app(scope)`` gives the instance, then ``instance(receive, send)``."""
+
+    def __init__(self, app: ASGI2App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        instance = self.app(scope)
+        await instance(receive, send)
+
+
+def as_asgi3(app: ASGIApp | ASGI2App) -> ASGIApp:
+    """``app`` itself if it is an ASGI 3 app, else ``app`` wrapped to be called as one."""
+    if _is_asgi3(app):
+        return app  # type: ignore[return-value]  # checked just above
+    return _WrapASGI2(app)  # type: ignore[arg-type]  # not ASGI 3, so ASGI 2
 
 
 def _scope_for(
@@ -49,7 +86,7 @@ def _scope_for(
     url = request.url
     scheme = url.scheme
     host = url.raw_host.decode("ascii")
-    port = url.port or {"http": 80, "ws": 80, "https": 443, "wss": 443}[scheme]
+    port = url.port if url.port is not None else {"http": 80, "ws": 80, "https": 443, "wss": 443}[scheme]
     headers = [] if "host" in request.headers else [(b"host", url.netloc)]
     headers += [(key.lower().encode(), value.encode()) for key, value in request.headers.multi_items()]
     scope: Scope = {
@@ -77,9 +114,19 @@ def _scope_for(
         asgi={"version": "3.0", "spec_version": "2.4"},
         http_version="1.1",
         method=request.method,
-        extensions={"http.response.debug": {}},
+        extensions={"http.response.debug": {}, "http.response.trailers": {}},
     )
     return scope, False
+
+
+def _warn_if_timeout(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("timeout", httpx.USE_CLIENT_DEFAULT) is not httpx.USE_CLIENT_DEFAULT:
+        warnings.warn(
+            "You should not use the 'timeout' argument with the TestClient: it ignores timeouts, as the app "
+            "runs in-process with no network to wait for. Put a trio.fail_after() around the call instead.",
+            TrioletteDeprecationWarning,
+            stacklevel=3,
+        )
 
 
 def _websocket_request(
@@ -100,11 +147,21 @@ def _headers(exchange: HTTPExchange) -> list[tuple[str, str]]:
     return [(key.decode("latin-1"), value.decode("latin-1")) for key, value in exchange.headers]
 
 
-def _with_debug_info(response: httpx.Response, exchange: HTTPExchange) -> httpx.Response:
-    """As Starlette's client: ``response.template`` and ``response.context`` of a template response."""
+def _with_extensions(response: httpx.Response, exchange: HTTPExchange) -> httpx.Response:
+    """As Starlette's client: the trailers and the debug info in ``response.extensions``.
+
+    ``extensions["http.response.trailers"]`` is there when the response declared trailers: a
+    list of ``(name, value)`` byte pairs, filled as the app sends them. ``response.template``
+    and ``response.context`` are set from the debug info when it has them.
+    """
+    if exchange.trailers_expected:
+        response.extensions["http.response.trailers"] = exchange.trailers
     info = exchange.debug_info
     if info is not None:
-        vars(response).update(template=info.get("template"), context=info.get("context"))
+        response.extensions["http.response.debug"] = info
+        for key in ("template", "context"):
+            if key in info:
+                setattr(response, key, info[key])
     return response
 
 
@@ -141,10 +198,18 @@ class _PortalStream(httpx.SyncByteStream):
                 yield chunk
 
     def close(self) -> None:
+        """Leave the response: the app hears a disconnect, and the client waits for it to end."""
+        self._close(self._exchange.aclose)
+
+    def abort(self) -> None:
+        """The client closed: as ``close``, and an app whose response is incomplete is cancelled."""
+        self._close(self._exchange.abort)
+
+    def _close(self, how: Callable[[], Awaitable[None]]) -> None:
         try:
-            self._portal.call(self._exchange.aclose)
+            self._portal.call(how)
         finally:
-            self._on_close()
+            self._on_close(self)
 
 
 class _TestClientTransport(httpx.BaseTransport):
@@ -164,6 +229,21 @@ class _TestClientTransport(httpx.BaseTransport):
         self.root_path = root_path
         self.client = client
         self.app_state = app_state
+        self._open: list[_PortalStream] = []
+
+    def close_streams(self) -> None:
+        """Abort the streamed responses still open (newest first); raise the first app error."""
+        error: BaseException | None = None
+        while self._open:
+            try:
+                self._open[-1].abort()
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        self.close_streams()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         scope, is_websocket = _scope_for(request, root_path=self.root_path, client=self.client, state=self.app_state)
@@ -181,9 +261,14 @@ class _TestClientTransport(httpx.BaseTransport):
         except BaseException:
             portal_context.__exit__(None, None, None)
             raise
-        stream = _PortalStream(portal, exchange, request.method, lambda: portal_context.__exit__(None, None, None))
+        def on_close(stream: _PortalStream) -> None:
+            self._open.remove(stream)
+            portal_context.__exit__(None, None, None)
+
+        stream = _PortalStream(portal, exchange, request.method, on_close)
+        self._open.append(stream)
         response = httpx.Response(exchange.status, headers=_headers(exchange), stream=stream, request=request)
-        return _with_debug_info(response, exchange)
+        return _with_extensions(response, exchange)
 
 
 class TestClient(httpx.Client):
@@ -202,12 +287,12 @@ class TestClient(httpx.Client):
         follow_redirects: bool = True,
         client: tuple[str, int] = ("testclient", 50000),
     ) -> None:
-        self.app = app
+        self.app = app = as_asgi3(app)  # an ASGI 2 app is called as ASGI 3
         self.app_state: dict[str, Any] = {}
         self.portal: Portal | None = None
         self._lifespan: LifespanRunner | None = None
         self._exit_stack: contextlib.ExitStack | None = None
-        transport = _TestClientTransport(
+        transport = self._test_transport = _TestClientTransport(
             app,
             portal_factory=self._portal_factory,
             raise_server_exceptions=raise_server_exceptions,
@@ -271,10 +356,19 @@ class TestClient(httpx.Client):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        if self._exit_stack is not None:
-            self._exit_stack.close()
-            self._exit_stack = None
-        self.close()
+        """End the lifespan; streamed responses still open are aborted first. The client stays
+        usable (requests then run without the lifespan) and may be entered again."""
+        stack, self._exit_stack = self._exit_stack, None
+        try:
+            self._test_transport.close_streams()
+        finally:
+            if stack is not None:
+                stack.close()
+
+    def request(self, method: str, url: httpx._types.URLTypes, **kwargs: Any) -> httpx.Response:
+        """As ``httpx.Client.request``; a ``timeout`` is ignored, with a warning."""
+        _warn_if_timeout(kwargs)
+        return super().request(method, url, **kwargs)
 
     async def lifespan(self) -> None:  # pragma: no cover - Starlette's internal, kept for the API
         """Starlette's API: the lifespan is driven by ``__enter__``/``__exit__`` here."""
@@ -336,13 +430,15 @@ class _ExchangeStream(httpx.AsyncByteStream):
             if self._method != "HEAD":
                 return chunk
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, abort: bool = False) -> None:
+        """Leave the response (the app hears a disconnect); ``abort`` also cancels an app whose
+        response is incomplete, as closing the client does."""
         if self._closed:
             return
         self._transport.forget(self)
         self._closed = True
         try:
-            await self._exchange.aclose()
+            await self._exchange.aclose(cancel_if_incomplete=abort)
         finally:
             await self._stack.aclose()
 
@@ -514,7 +610,7 @@ class _AsyncTestClientTransport(httpx.AsyncBaseTransport):
             stream = _ExchangeStream(self, exchange, stack.pop_all(), request.method)
         self._open.append(stream)
         response = _TestResponse(exchange.status, headers=_headers(exchange), stream=stream, request=request)
-        return _with_debug_info(response, exchange)
+        return _with_extensions(response, exchange)
 
     def forget(self, stream: _ExchangeStream) -> None:
         """Check that ``stream`` may close now (its nursery is the innermost one), then forget it."""
@@ -534,12 +630,13 @@ class _AsyncTestClientTransport(httpx.AsyncBaseTransport):
         self._open.remove(stream)
 
     async def close_streams(self) -> None:
-        """Close the responses this task left open (newest first): each app hears a disconnect."""
+        """Abort the responses this task left open (newest first): each app hears a disconnect,
+        and one whose response is incomplete is cancelled."""
         task = trio.lowlevel.current_task()
         error: BaseException | None = None
         for stream in reversed([stream for stream in self._open if stream.task is task]):
             try:
-                await stream.aclose()
+                await stream.aclose(abort=True)
             except BaseException as exc:
                 error = error or exc
         if error is not None:
@@ -582,7 +679,7 @@ class AsyncTestClient(httpx.AsyncClient):
         follow_redirects: bool = True,
         client: tuple[str, int] = ("testclient", 50000),
     ) -> None:
-        self.app = app
+        self.app = app = as_asgi3(app)  # an ASGI 2 app is called as ASGI 3
         self.app_state: dict[str, Any] = {}
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._test_transport = _AsyncTestClientTransport(
@@ -601,6 +698,11 @@ class AsyncTestClient(httpx.AsyncClient):
             follow_redirects=follow_redirects,
             cookies=cookies,
         )
+
+    async def request(self, method: str, url: httpx._types.URLTypes, **kwargs: Any) -> httpx.Response:
+        """As ``httpx.AsyncClient.request``; a ``timeout`` is ignored, with a warning."""
+        _warn_if_timeout(kwargs)
+        return await super().request(method, url, **kwargs)
 
     @contextlib.asynccontextmanager
     async def websocket_connect(

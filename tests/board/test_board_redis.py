@@ -76,3 +76,17 @@ async def test_board_with_redis_down_at_startup_fails_to_start(tmp_path: Path) -
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
         gc.collect()
+
+
+async def test_board_saves_a_card_when_redis_is_down_and_says_it_was_not_announced(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    board = create_app(tmp_path, secret_key="s", broadcast=redis_server.url)
+    with trio.fail_after(20):
+        async with AsyncTestClient(board) as client:
+            await client.post("/signin", data={"name": "ada"})
+            redis_server.kill()
+            created = await client.post("/cards", data={"title": "Offline"}, headers={"accept": "application/json"})
+            assert created.status_code == 201  # stored; only the live announcement was lost
+            assert "Offline" in (await client.get("/")).text
+    assert any("not announced: Could not publish to 'board:cards'" in record.message for record in caplog.records)

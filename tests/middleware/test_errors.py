@@ -164,3 +164,26 @@ def test_html_for_an_exception_without_traceback() -> None:
     assert 'class="frame"' not in page
     text = ServerErrorMiddleware(failing_app).generate_plain_text(ValueError("never raised"))
     assert text == "ValueError: never raised\n"
+
+
+def test_500_handler_is_called_even_when_the_response_had_started() -> None:
+    seen: list[str] = []
+
+    async def fails() -> None:
+        raise ValueError("background failed")
+
+    async def endpoint(request: Request) -> Response:
+        return Response(status_code=204, background=BackgroundTask(fails))
+
+    async def report(request: Request, exc: Exception) -> Response:
+        seen.append(f"{type(exc).__name__}: {exc}")
+        return PlainTextResponse("handled", status_code=500)
+
+    app = Triolette(routes=[Route("/", endpoint)], exception_handlers={Exception: report})
+    response = client_for(app).get("/")
+    assert response.status_code == 204  # the handler's 500 is not sent over the started response
+    assert response.content == b""
+    assert seen == ["ValueError: background failed"]
+    with pytest.raises(ValueError, match=r"^background failed$"):
+        TestClient(app).get("/")
+    assert len(seen) == 2

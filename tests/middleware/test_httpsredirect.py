@@ -112,3 +112,30 @@ async def test_other_scopes_pass_through() -> None:
 
     await HTTPSRedirectMiddleware(app)({"type": "lifespan"}, never_called, never_called)  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+@pytest.mark.parametrize(
+    ("host", "server", "location"),
+    [
+        (b"testserver:000080", ("testserver", 80), b"https://testserver/a%20b"),
+        (b"TestServer:0443", None, b"https://testserver/a%20b"),
+        (b"TestServer:8443", None, b"https://testserver:8443/a%20b"),
+        (b"[:::]", ("::1", 80), b"https://[::1]/a%20b"),
+        (b"[V1.foo]", ("example.com", 80), b"https://example.com/a%20b"),
+        (b"testserver:65536", ("example.com", 8000), b"https://example.com:8000/a%20b"),
+        (b"testserver:000000065535", None, b"https://testserver:65535/a%20b"),
+        (b"testserver:" + b"1" * 6, ("Example.COM", 443), b"https://example.com/a%20b"),
+    ],
+)
+async def test_https_redirect_uses_the_host_header_only_if_usable_else_the_server(
+    host: bytes, server: tuple[str, int] | None, location: bytes
+) -> None:
+    sent = await run(scope_for([(b"host", host)], server))
+    assert sent[0]["status"] == 307
+    assert dict(sent[0]["headers"])[b"location"] == location
+
+
+async def test_https_redirect_is_400_only_when_neither_host_nor_server_is_usable() -> None:
+    sent = await run(scope_for([(b"host", b"testserver:99999")]))
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b"Invalid host header"

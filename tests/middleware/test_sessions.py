@@ -14,7 +14,7 @@ from triolette.middleware.sessions import Session, SessionMiddleware
 from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, Response
 from triolette.routing import Mount, Route
-from triolette.testclient import TestClient
+from triolette.testclient import AsyncTestClient, TestClient
 from triolette.types import Message, Receive, Scope, Send
 
 
@@ -301,3 +301,28 @@ def test_missing_itsdangerous_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delitem(sys.modules, "triolette.middleware.sessions")
     with pytest.raises(ModuleNotFoundError, match=r"pip install triolette\[sessions\]"):
         importlib.import_module("triolette.middleware.sessions")
+
+
+async def test_session_cookie_is_found_in_any_cookie_header() -> None:
+    app = make_app()
+    cookie = set_cookie_of(await AsyncTestClient(app).post("/update", json={"user": "ann"})).split(";")[0]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "path": "/view",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"cookie", b"theme=dark"), (b"host", b"testserver"), (b"cookie", cookie.encode())],
+    }
+    await app(scope, receive, send)
+    assert json.loads(sent[1]["body"]) == {"session": {"user": "ann"}}

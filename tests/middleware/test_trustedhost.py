@@ -6,7 +6,6 @@ import pytest
 
 from triolette.applications import Triolette
 from triolette.middleware import Middleware
-from triolette.middleware._headers import ParsedHost, parse_host
 from triolette.middleware.trustedhost import TrustedHostMiddleware
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response
@@ -64,7 +63,6 @@ def test_www_redirect_can_be_turned_off() -> None:
         "exa mple.com",
         "example.com:",
         "example.com:port",
-        "example.com:99999",
         "example.com/evil",
         "user@example.com",
         "[::1",
@@ -148,21 +146,30 @@ def test_a_string_for_allowed_hosts_is_refused() -> None:
         TrustedHostMiddleware(homepage, allowed_hosts="example.com")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("example.com", ParsedHost("example.com", None)),
-        ("Example.COM:8080", ParsedHost("Example.COM", 8080)),
-        ("127.0.0.1:80", ParsedHost("127.0.0.1", 80)),
-        ("[::1]:443", ParsedHost("[::1]", 443)),
-        ("[v1.fe80::a+en1]", ParsedHost("[v1.fe80::a+en1]", None)),
-        ("xn--bcher-kva.example", ParsedHost("xn--bcher-kva.example", None)),
-        (None, None),
-        ("", None),
-        ("host:65536", None),
-        ("[1:2:3:4:5:6:7:8:9]", None),
-        ("[::1::2]:80", None),
-    ],
-)
-def test_parse_host(value: str | None, expected: ParsedHost | None) -> None:
-    assert parse_host(value) == expected
+async def run_trusted(host: str, allowed: list[str]) -> list[Message]:
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("OK")(scope, receive, send)
+
+    async def receive() -> Message:  # pragma: no cover - the responses here never read
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", host.encode("latin-1"))]}
+    await TrustedHostMiddleware(app, allowed_hosts=allowed)(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("host", ["api_service:000080", "api_service:65536", "api_service:100000", "API_Service:1"])
+async def test_trusted_host_checks_the_host_part_only_whatever_the_port(host: str) -> None:
+    sent = await run_trusted(host, ["api_service"])
+    assert sent[0]["status"] == 200
+
+
+async def test_trusted_host_rejects_an_uppercase_ipvfuture_literal() -> None:
+    sent = await run_trusted("[V1.foo]", ["*.foo", "[v1.foo]", "[V1.foo]"])
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b"Invalid host header"

@@ -8,10 +8,8 @@ application put in a response are compared case-insensitively.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from ipaddress import AddressValueError, IPv6Address
-from typing import Any, NamedTuple
+from typing import Any
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -60,42 +58,3 @@ def add_vary(headers: RawHeaders, value: bytes) -> None:
         delete_header(headers, b"vary")
     values.append(value)
     headers.append((b"vary", b", ".join(values)))
-
-
-class ParsedHost(NamedTuple):
-    """A Host header split into its host (IP literals keep their brackets) and optional port."""
-
-    host: str
-    port: int | None
-
-
-# RFC 3986 section 3.2.2: reg-name (unreserved, pct-encoded, sub-delims) or an IP literal
-# in brackets (IPv6 or IPvFuture), then an optional decimal port.
-_HOST = re.compile(
-    r"(?P<host>[a-z0-9\-._~%!$&'()*+,;=]+"
-    r"|\[(?:(?P<ipv6>[0-9a-f:.]+)|v[0-9a-f]+\.[a-z0-9\-._~!$&'()*+,;=:]+)\])"
-    r"(?::(?P<port>[0-9]{1,5}))?",
-    re.IGNORECASE | re.ASCII,
-)
-
-
-def parse_host(value: str | None) -> ParsedHost | None:
-    """Split a Host header value into host and port; None when it is missing or malformed."""
-    if not value:
-        return None
-    match = _HOST.fullmatch(value)
-    if match is None:
-        return None
-    ipv6 = match["ipv6"]
-    if ipv6 is not None:
-        try:
-            IPv6Address(ipv6)
-        except AddressValueError:
-            return None
-    port = match["port"]
-    if port is None:
-        return ParsedHost(match["host"], None)
-    number = int(port)
-    if number > 65535:
-        return None
-    return ParsedHost(match["host"], number)

@@ -45,7 +45,11 @@ h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1rem; color: #6e6e73; }}
 
 
 class ServerErrorMiddleware:
-    """Answers an unhandled exception with a 500 (a traceback page with ``debug=True``), then re-raises it."""
+    """Answers an unhandled exception with a 500 (a traceback page with ``debug=True``), then re-raises it.
+
+    The 500 handler is called for every unhandled exception, also one raised after the response
+    started (a failing background task); only then its response is not sent.
+    """
 
     def __init__(self, app: ASGIApp, handler: ExceptionHandler | None = None, debug: bool = False) -> None:
         self.app = app
@@ -62,10 +66,11 @@ class ServerErrorMiddleware:
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
-            if not watch.started:
-                response = await self.build_response(Request(scope), exc)
-                if response is not None:
-                    await response(scope, receive, send)
+            # The handler runs for every unhandled exception (it may log or report it); its
+            # response is sent only if the app had not started one.
+            response = await self.build_response(Request(scope), exc)
+            if response is not None and not watch.started:
+                await response(scope, receive, send)
             raise
 
     async def build_response(self, request: Request, exc: BaseException) -> Response | None:

@@ -8,7 +8,7 @@ from binascii import Error as Base64Error
 from typing import Any, Literal
 
 from triolette.datastructures import Secret
-from triolette.middleware._headers import add_vary, request_header, response_headers
+from triolette.middleware._headers import add_vary, response_headers
 from triolette.requests import cookie_parser
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,10 +84,10 @@ class SessionMiddleware:
         await self.app(scope, receive, send_with_session)
 
     def _load(self, scope: Scope) -> tuple[Session, bool]:
-        cookie_header = request_header(scope, b"cookie")
-        if cookie_header is None:
-            return Session(), False
-        value = cookie_parser(cookie_header.decode("latin-1")).get(self.session_cookie)
+        value = None
+        for key, cookie_header in scope.get("headers", ()):
+            if key == b"cookie":  # every Cookie header counts, a later one overriding (as request.cookies)
+                value = cookie_parser(cookie_header.decode("latin-1")).get(self.session_cookie, value)
         if value is None:
             return Session(), False
         try:

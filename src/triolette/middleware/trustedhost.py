@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from triolette._host import parse_host
 from triolette._utils import ConfigurationError
 from triolette.datastructures import URL
-from triolette.middleware._headers import parse_host, request_header
+from triolette.middleware._headers import request_header
 from triolette.responses import PlainTextResponse, RedirectResponse, Response
 from triolette.types import ASGIApp, Receive, Scope, Send
 
@@ -17,9 +18,10 @@ class TrustedHostMiddleware:
     """Rejects requests whose Host header is not one of ``allowed_hosts`` (400 "Invalid host header").
 
     A pattern is a host name (``"example.com"``), a subdomain wildcard (``"*.example.com"``,
-    which does not match ``example.com`` itself) or ``"*"`` for any. A missing or malformed
-    Host header is a 400. With ``www_redirect``, a request for ``example.com`` when only
-    ``www.example.com`` is allowed is redirected there.
+    which does not match ``example.com`` itself) or ``"*"`` for any. Only the host part of
+    the header counts, whatever its port; a missing or malformed Host header is a 400. With
+    ``www_redirect``, a request for ``example.com`` when only ``www.example.com`` is allowed
+    is redirected there.
     """
 
     def __init__(
