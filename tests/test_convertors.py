@@ -84,6 +84,20 @@ def test_convert(convertor, text, value):
 
 
 @pytest.mark.parametrize(
+    ("convertor", "text", "message"),
+    [
+        (IntegerConvertor(), "9" * 5000, "Exceeds the limit"),
+        (FloatConvertor(), "9" * 5000, r"^A 'float' path parameter of 5000 characters is too large to be finite\.$"),
+        (FloatConvertor(), "9" * 400 + ".5", r"of 402 characters is too large"),
+    ],
+)
+def test_convert_refuses_numbers_too_large(convertor, text, message):
+    """Issue 13, item 5: a ValueError, which makes the route not match (see test_routing)."""
+    with pytest.raises(ValueError, match=message):
+        convertor.convert(text)
+
+
+@pytest.mark.parametrize(
     ("convertor", "value", "text"),
     [
         (StringConvertor(), "abc", "abc"),

@@ -6,6 +6,7 @@ import importlib.metadata
 import re
 import tempfile
 import tomllib
+import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ async def parse_urlencoded(*parts: bytes, **limits: Any) -> list[tuple[str, Any]
     return await values(await FormParser(URLENCODED, chunks(*parts), **limits).parse())
 
 
+@pytest.fixture(params=["in one call", "field by field"])
+def both_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the test on a small body's path and on a large body's, in the smallest slices."""
+    if request.param == "field by field":
+        monkeypatch.setattr(FormParser, "small_body_size", -1)
+        monkeypatch.setattr(FormParser, "slice_size", 3)
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -89,11 +98,11 @@ async def parse_urlencoded(*parts: bytes, **limits: Any) -> list[tuple[str, Any]
         ("a=é".encode("latin-1"), [("a", "é")]),
     ],
 )
-async def test_urlencoded(body: bytes, expected: list[tuple[str, str]]) -> None:
+async def test_urlencoded(body: bytes, expected: list[tuple[str, str]], both_paths: None) -> None:
     assert await parse_urlencoded(body) == expected
 
 
-async def test_urlencoded_chunk_boundaries_anywhere() -> None:
+async def test_urlencoded_chunk_boundaries_anywhere(both_paths: None) -> None:
     body = b"name=J%C3%B6rg+M&x=1&&empty=&flag&long=" + b"z" * 40
     expected = await parse_urlencoded(body)
     assert expected == [("name", "Jörg M"), ("x", "1"), ("empty", ""), ("flag", ""), ("long", "z" * 40)]
@@ -123,7 +132,7 @@ async def test_urlencoded_reads_any_async_iterable() -> None:
         (b"a&" * 5000, float("inf")),
     ],
 )
-async def test_urlencoded_max_fields_counts_only_fields(body: bytes, max_fields: float) -> None:
+async def test_urlencoded_max_fields_counts_only_fields(body: bytes, max_fields: float, both_paths: None) -> None:
     form = await FormParser(URLENCODED, chunks(body), max_fields=max_fields).parse()
     assert len(form.multi_items()) == body.count(b"a") + body.count(b"b") + body.count(b"c")
 
@@ -132,7 +141,7 @@ async def test_urlencoded_max_fields_counts_only_fields(body: bytes, max_fields:
     ("body", "max_fields"),
     [(b"a", 0), (b"a=1&b=2&c=3", 2), (b"a=1&&b=2&&c", 2), (b"a&b&c&d", 3.5), (b"x=1&" * 1001, 1000)],
 )
-async def test_urlencoded_too_many_fields(body: bytes, max_fields: float) -> None:
+async def test_urlencoded_too_many_fields(body: bytes, max_fields: float, both_paths: None) -> None:
     """CVE-2023-30798: the number of fields is bounded."""
     with pytest.raises(
         MultiPartException, match=rf"^Too many fields\. Maximum number of fields is {max_fields}\.$"
@@ -144,7 +153,7 @@ async def test_urlencoded_too_many_fields(body: bytes, max_fields: float) -> Non
     ("body", "max_part_size"),
     [(b"ab=c", 3), (b"abc", 3), (b"a=1&b=2&c=3", 3), (b"a=" + b"x" * 1023 + b"&b=1", 1024)],
 )
-async def test_urlencoded_field_size_within_limit(body: bytes, max_part_size: int) -> None:
+async def test_urlencoded_field_size_within_limit(body: bytes, max_part_size: int, both_paths: None) -> None:
     form = await FormParser(URLENCODED, chunks(body), max_part_size=max_part_size).parse()
     assert form
 
@@ -153,9 +162,107 @@ async def test_urlencoded_field_size_within_limit(body: bytes, max_part_size: in
     ("body", "max_part_size", "kb"),
     [(b"ab=cd", 3, 0), (b"abcd", 3, 0), (b"a=1&bb=22", 3, 0), (b"a=" + b"x" * 1024 + b"&b=1", 1024, 1)],
 )
-async def test_urlencoded_field_too_large(body: bytes, max_part_size: int, kb: int) -> None:
+async def test_urlencoded_field_too_large(body: bytes, max_part_size: int, kb: int, both_paths: None) -> None:
     with pytest.raises(MultiPartException, match=rf"^Field exceeded maximum size of {kb}KB\.$"):
         await FormParser(URLENCODED, chunks(body), max_part_size=max_part_size).parse()
+
+
+MIB = 1024 * 1024
+
+
+def escapes(size: int) -> bytes:
+    """``size`` bytes of ``%41`` escapes (``size`` a multiple of 3)."""
+    return b"%41" * (size // 3)
+
+
+async def parse_with_peak_memory(body: bytes, **limits: Any) -> tuple[FormData | Exception, int]:
+    """Parse ``body``; return the form (or the error) and the most memory held at once beyond the body."""
+    tracemalloc.start()
+    try:
+        try:
+            result: FormData | Exception = await FormParser(URLENCODED, chunks(body), **limits).parse()
+        except MultiPartException as exc:
+            result = exc
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+async def test_urlencoded_15_mib_field_of_escapes_is_refused_before_decoding() -> None:
+    body = b"f=" + escapes(15 * MIB)
+    error, peak = await parse_with_peak_memory(body)
+    assert isinstance(error, MultiPartException)
+    assert error.message == "Field exceeded maximum size of 1024KB."
+    # the body is joined from its chunks once; nothing is decoded
+    assert peak < 1.5 * len(body)
+
+
+async def test_urlencoded_15_fields_of_1_mib_escapes_in_bounded_memory() -> None:
+    body = b"&".join(b"f%d=" % i + escapes(MIB - 6) for i in range(15))
+    form, peak = await parse_with_peak_memory(body)
+    assert isinstance(form, FormData)
+    assert form.getlist("f0") == ["A" * ((MIB - 6) // 3)]
+    assert len(form.multi_items()) == 15
+    # the joined body, the decoded values (a third of it) and one slice in flight
+    assert peak < 2 * len(body)
+
+
+async def test_urlencoded_large_body_checks_the_field_count_before_decoding() -> None:
+    body = b"&".join([escapes(3 * 1000)] * 1001)
+    with pytest.raises(MultiPartException, match=r"^Too many fields\. Maximum number of fields is 1000\.$"):
+        await FormParser(URLENCODED, chunks(body)).parse()
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the steps of one task: the stretches it runs between two checkpoints."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_urlencoded_large_body_yields_between_slices() -> None:
+    body = b"&".join(b"f%d=" % i + escapes(MIB - 6) for i in range(4))
+    parser = FormParser(URLENCODED, chunks(body))
+    counter = StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        form = await parser.parse()
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert len(form.multi_items()) == 4
+    # one step per 64 KiB slice at least: no step decodes much more than a slice
+    assert counter.steps >= len(body) // FormParser.slice_size
+
+
+async def test_urlencoded_many_fields_without_a_limit_yield_while_they_are_found() -> None:
+    body = b"a=1&" * 50_000
+    counter = StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        form = await FormParser(URLENCODED, chunks(body), max_fields=float("inf")).parse()
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert form.getlist("a") == ["1"] * 50_000
+    # 5 checkpoints while finding the fields (one per 10 000), 1 while decoding their 100 000 bytes
+    assert counter.steps >= 5 + 1
+
+
+async def test_urlencoded_small_body_is_parsed_without_yielding() -> None:
+    body = b"&".join(b"f%d=v%d" % (i, i) for i in range(50))
+    counter = StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        form = await FormParser(URLENCODED, chunks(body)).parse()
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert len(form) == 50
+    assert counter.steps <= 2
 
 
 def drive_hooks(parser: FormParser, body: bytes) -> list[tuple[str, str | UploadFile]]:

@@ -106,6 +106,33 @@ def test_unsatisfiable(header: str, size: int) -> None:
     assert info.value.file_size == size
 
 
+OVER_LONG = [
+    "bytes={n}-",
+    "bytes={n}-{n}",
+    "bytes=0-{n}",
+    "bytes=-{n}",
+    "bytes=0-1,{n}-",
+    "bytes=0-1, -{n}",
+]
+
+
+@pytest.mark.parametrize("digits", [20, 5000, 100_000])
+@pytest.mark.parametrize("template", OVER_LONG, ids=["start", "both", "end", "suffix", "2nd-start", "2nd-suffix"])
+def test_range_number_over_19_digits_is_malformed(template: str, digits: int) -> None:
+    """Issue 13: decided on the length, before converting (Python refuses over 4300 digits)."""
+    header = template.format(n="1" * digits)
+    message = f"Range header: a byte position has at most 19 digits, got one of {digits}."
+    with pytest.raises(MalformedRange, match=f"^{re.escape(message)}$"):
+        parse_range_header(header, 10000)
+
+
+def test_range_number_of_19_digits_is_a_number() -> None:
+    assert parse_range_header("bytes=0000000000000000005-9999999999999999999", 10000) == [(5, 10000)]
+    assert parse_range_header("bytes=-9999999999999999999", 10000) == [(0, 10000)]
+    with pytest.raises(UnsatisfiableRange):
+        parse_range_header("bytes=9223372036854775807-", 10000)
+
+
 # Well under 100 ms untraced (about 20 ms here); a line tracer (coverage) makes Python code ~5x slower.
 BUDGET = 0.1 if sys.gettrace() is None else 0.5
 

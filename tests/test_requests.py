@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,7 +13,15 @@ from triolette._scope import run_in_request_scope
 from triolette.applications import Triolette
 from triolette.datastructures import Address, State
 from triolette.formparsers import MultiPartException
-from triolette.requests import ClientDisconnect, HTTPConnection, Request, cookie_parser, empty_receive, empty_send
+from triolette.requests import (
+    ClientDisconnect,
+    HTTPConnection,
+    JSONNestingError,
+    Request,
+    cookie_parser,
+    empty_receive,
+    empty_send,
+)
 from triolette.responses import JSONResponse, PlainTextResponse, Response
 from triolette.routing import Mount, Route, Router
 from triolette.testclient import TestClient
@@ -202,6 +211,34 @@ async def test_stream_yields_chunks_then_an_empty_end() -> None:
     assert [chunk async for chunk in request.stream()] == [b"ab", b"cd", b""]
     with pytest.raises(RuntimeError, match="Stream consumed"):
         [chunk async for chunk in request.stream()]
+
+
+DEEP_JSON = {"arrays": b"[" * 100_000 + b"]" * 100_000, "objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000}
+
+
+@pytest.mark.parametrize("kind", DEEP_JSON)
+async def test_json_nested_100k_deep_is_a_value_error(kind: str) -> None:
+    """Issue 13, item 4: a JSONDecodeError (a ValueError) with a clear message, not a RecursionError."""
+    request = Request(http_scope(method="POST"), receiving({"type": "http.request", "body": DEEP_JSON[kind]}))
+    with pytest.raises(JSONNestingError, match=r"^JSON body nested too deeply: .* send a flatter document\.$") as info:
+        await request.json()
+    assert isinstance(info.value, json.JSONDecodeError)
+    assert isinstance(info.value, ValueError)
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize("kind", DEEP_JSON)
+def test_json_nested_100k_deep_is_400_where_the_endpoint_catches_value_error(kind: str) -> None:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return JSONResponse(await request.json())
+        except ValueError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+
+    client = TestClient(Triolette(routes=[Route("/", endpoint, methods=["POST"])]))
+    response = client.post("/", content=DEEP_JSON[kind], headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.text.startswith("JSON body nested too deeply: Python parses arrays and objects at most about ")
 
 
 async def test_body_then_stream_replays_the_body() -> None:

@@ -578,6 +578,15 @@ def test_malformed_range_is_400(file: Path, header: str, message: str) -> None:
     assert result.text == message
 
 
+@pytest.mark.parametrize("digits", [5000, 100_000])
+@pytest.mark.parametrize("template", ["bytes={n}-", "bytes=0-{n}", "bytes=-{n}"], ids=["start", "end", "suffix"])
+def test_range_with_5000_digit_number_is_400(file: Path, template: str, digits: int) -> None:
+    """Issue 13, item 1: over Python's 4300-digit conversion limit, a 400 rather than a 500."""
+    result = client_for(FileResponse(file)).get("/", headers={"Range": template.format(n="7" * digits)})
+    assert result.status_code == 400
+    assert result.text == f"Range header: a byte position has at most 19 digits, got one of {digits}."
+
+
 @pytest.mark.parametrize("header", ["bytes=20000-", "bytes=-0", "bytes=99999-99999, 20000-"])
 def test_unsatisfiable_range_is_416(file: Path, header: str) -> None:
     result = client_for(FileResponse(file)).get("/", headers={"Range": header})

@@ -866,3 +866,68 @@ def test_replace_params_leaves_unknown_placeholders_and_returns_the_unused_param
     convertors = {"a": StringConvertor(), "b": IntegerConvertor()}
     assert replace_params("/{a}/{b}", convertors, {"a": "x", "c": "y"}) == ("/x/{b}", {"c": "y"})
     assert replace_params("/static", convertors, {"a": "x"}) == ("/static", {"a": "x"})
+
+
+# --------------------------------------------------------------------------- issue 13, item 5
+
+HUGE = "9" * 5000
+
+
+def typed_app() -> Triolette:
+    async def show(request: Request) -> Response:
+        return JSONResponse({key: str(value) for key, value in request.path_params.items()})
+
+    async def ws_show(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(dict(websocket.path_params))
+        await websocket.close()
+
+    return Triolette(
+        routes=[
+            Route("/int/{n:int}", show),
+            Route("/float/{n:float}", show),
+            Route("/uuid/{n:uuid}", show),
+            Route("/either/{n:int}", show, name="int"),
+            Route("/either/{n}", show, name="str"),
+            Mount("/mount/{n:int}", app=Router([Route("/", show)])),
+            WebSocketRoute("/ws/{n:int}", ws_show),
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "uuid"])
+def test_path_parameter_of_5000_digits_is_404(kind: str) -> None:
+    """Decided: a value its convertor cannot convert does not match the route (Starlette: 500)."""
+    response = TestClient(typed_app()).get(f"/{kind}/{HUGE}")
+    assert response.status_code == 404
+    assert response.text == "Not Found"
+
+
+def test_path_parameter_of_5000_digits_matches_the_next_route() -> None:
+    response = TestClient(typed_app()).get(f"/either/{HUGE}")
+    assert response.status_code == 200
+    assert response.json() == {"n": HUGE}
+
+
+def test_path_parameter_of_5000_digits_does_not_match_a_mount() -> None:
+    client = TestClient(typed_app())
+    assert client.get("/mount/7/").json() == {"n": "7"}
+    assert client.get(f"/mount/{HUGE}/").status_code == 404
+
+
+def test_path_parameter_of_5000_digits_does_not_match_a_websocket_route() -> None:
+    client = TestClient(typed_app())
+    with client.websocket_connect("/ws/7") as session:
+        assert session.receive_json() == {"n": 7}
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect(f"/ws/{HUGE}"):
+        pass  # pragma: no cover - the connection is refused
+
+
+def test_host_parameter_its_convertor_refuses_does_not_match() -> None:
+    async def show(request: Request) -> Response:
+        return JSONResponse(request.path_params)
+
+    app = Triolette(routes=[Host("{n:int}.example.org", app=Router([Route("/", show)]))])
+    client = TestClient(app)
+    assert client.get("/", headers={"host": "42.example.org"}).json() == {"n": 42}
+    assert client.get("/", headers={"host": f"{HUGE}.example.org"}).status_code == 404

@@ -424,14 +424,19 @@ def test_invalid_max_body_size_is_refused_everywhere(where: str, value: Any) -> 
         build()
 
 
-async def test_max_body_size_none_means_no_limit_everywhere(autojump_clock: Any) -> None:
+async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: Any) -> None:
     app = Triolette(routes=[Route("/", read_body, methods=["POST"])], max_body_size=None)
-    assert app.max_body_size is None
+    assert app.max_body_size == 16 * 1024 * 1024  # not set on the app: the default limit
     server = FakeServer()
-    big = 17 * 1024 * 1024
-    server.request(b"x" * big)
+    server.request(b"x" * (16 * 1024 * 1024 + 1))
     await call(app, server, http_scope("POST"))
-    assert (server.status, server.body) == (200, b"%d bytes" % big)
+    assert server.status == 413
+
+    app = Triolette(routes=[Route("/", read_body, methods=["POST"], max_body_size=None)], max_body_size=10)
+    server = FakeServer()
+    server.request(b"x" * 20)
+    await call(app, server, http_scope("POST"))
+    assert server.status == 413  # not set on the route: the app's limit applies
 
 
 # -- a stricter limit entered late re-checks what was read ----------------------------------

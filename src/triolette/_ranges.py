@@ -11,6 +11,10 @@ The decisions follow Starlette 1.10's ``FileResponse``:
   sent, as a 200 (the mitigation for CVE-2025-62727);
 - parts that are empty, lack a ``-`` or are not made of digits are skipped; when no part
   is left the header is malformed;
+- a number of more than `MAX_DIGITS` digits (leading zeros count) makes the whole header
+  malformed (400), decided on its length before it is converted. No file has an offset
+  that long, and Python refuses to convert more than 4300 digits; Starlette answers 400
+  there too (for 20 to 4300 digits it answers as for any other large number);
 - a range whose start lies at or past the end of the file (or a suffix of 0 bytes) is
   unsatisfiable. Unlike Starlette, which answers 416 as soon as one range is unsatisfiable,
   unsatisfiable ranges are dropped and 416 is raised only when none is left (RFC 9110,
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = [
+    "MAX_DIGITS",
     "MalformedRange",
     "MultipartByteranges",
     "UnsatisfiableRange",
@@ -53,9 +58,20 @@ class UnsatisfiableRange(ValueError):
         self.file_size = file_size
 
 
+MAX_DIGITS = 19
+"""The most digits a byte position may have: 2**63 - 1, the largest file offset, has 19."""
+
+
 def _to_int(text: str) -> int | None:
-    """``text`` as a non-negative integer, or None unless it is ASCII digits only."""
+    """``text`` as a non-negative integer, or None unless it is ASCII digits only.
+
+    Raises `MalformedRange` for more than `MAX_DIGITS` digits, before converting them.
+    """
     if text.isascii() and text.isdigit():
+        if len(text) > MAX_DIGITS:
+            raise MalformedRange(
+                f"Range header: a byte position has at most {MAX_DIGITS} digits, got one of {len(text)}."
+            )
         return int(text)
     return None
 

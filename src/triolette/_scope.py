@@ -128,7 +128,8 @@ class RequestSettings:
     ) -> None:
         self.cancel_on_disconnect = cancel_on_disconnect
         self.timeout = check_timeout("timeout", timeout)
-        self.max_body_size = check_size("max_body_size", max_body_size)
+        limit = check_size("max_body_size", max_body_size)  # None: not set, as everywhere: the default
+        self.max_body_size = DEFAULT_MAX_BODY_SIZE if limit is None else limit
         self.body_timeout = check_timeout("body_timeout", body_timeout)
         self.send_timeout = check_timeout("send_timeout", send_timeout)
         self.ws_max_message_size = check_size("ws_max_message_size", ws_max_message_size)

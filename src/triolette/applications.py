@@ -56,7 +56,7 @@ class Triolette:
 
     Arguments beyond Starlette's (all keyword-only):
 
-    - ``max_body_size``: the request body limit in bytes (default 16 MiB, None for no limit); over it, 413.
+    - ``max_body_size``: the request body limit in bytes; None (not set, as everywhere) is 16 MiB; over it, 413.
     - ``timeout``: seconds before a request's deadline (default none); expired before the
       response started, 503; after, the response is abandoned.
     - ``cancel_on_disconnect``: cancel the handler when the client goes away (default True).
@@ -80,7 +80,7 @@ class Triolette:
         exception_handlers: Mapping[Any, ExceptionHandler] | None = None,
         lifespan: Lifespan[AppType] | None = None,
         *,
-        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+        max_body_size: int | None = None,
         timeout: float | None = None,
         cancel_on_disconnect: bool = True,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
@@ -98,7 +98,8 @@ class Triolette:
         )
         self.user_middleware = [] if middleware is None else list(middleware)
         self.middleware_stack: ASGIApp | None = None
-        self.max_body_size = check_size("max_body_size", max_body_size)
+        limit = check_size("max_body_size", max_body_size)
+        self.max_body_size = DEFAULT_MAX_BODY_SIZE if limit is None else limit
         self.graceful_timeout = check_timeout("graceful_timeout", graceful_timeout) or DEFAULT_GRACEFUL_TIMEOUT
         self._settings = RequestSettings(
             cancel_on_disconnect=cancel_on_disconnect,

@@ -1,8 +1,11 @@
 """Parsing request bodies into `FormData`: urlencoded forms and multipart uploads.
 
-`FormParser` reads an ``application/x-www-form-urlencoded`` body whole (such bodies are
-small, and the request's body limit bounds them) and splits it in one pass with
-`urllib.parse.parse_qsl`: no per-byte callbacks.
+`FormParser` reads an ``application/x-www-form-urlencoded`` body whole (the request's body
+limit bounds it) with no per-byte callbacks. A small body is split in one call to
+`urllib.parse.parse_qsl`; a larger one has its fields counted and measured before any is
+decoded, and is then decoded field by field in slices, with a checkpoint between slices
+(see `triolette._urlencoded`), so a hostile body neither takes memory out of proportion
+to its size nor holds the event loop.
 
 `MultiPartParser` streams ``multipart/form-data`` through python-multipart (the ``forms``
 extra). Text fields are kept in memory up to ``max_part_size``; files go to a
@@ -25,6 +28,9 @@ from tempfile import SpooledTemporaryFile
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, unquote_plus
 
+import trio
+
+from triolette import _urlencoded
 from triolette._utils import aclosing_if_closable as _closing  # the parser owns (and closes) its stream
 from triolette.datastructures import FormData, Headers, UploadFile
 from triolette.exceptions import TrioletteDeprecationWarning
@@ -112,6 +118,7 @@ class FormParser:
         self._field_name = bytearray()
         self._field_value = bytearray()
         self._items: list[tuple[str, str | UploadFile]] = []
+        self._decoded_since_checkpoint = 0
 
     # The four hooks below are the callbacks of Starlette's streaming parser, kept so that code
     # which drives them (python_multipart.QuerystringParser) still works. `parse` does not use
@@ -150,14 +157,58 @@ class FormParser:
     def _field_too_large(self) -> MultiPartException:
         return MultiPartException(f"Field exceeded maximum size of {int(self.max_part_size / 1024)}KB.")
 
+    small_body_size = 8 * 1024
+    """Bodies up to this size are decoded in one call; larger ones field by field, yielding between slices."""
+    slice_size = 64 * 1024
+    """How many encoded bytes a large body's parse decodes between two checkpoints."""
+    spans_per_checkpoint = 10_000
+    """How many fields a large body's parse finds between two checkpoints."""
+
     async def parse(self) -> FormData:
-        """Read the whole body and return its fields, in order."""
+        """Read the whole body and return its fields, in order.
+
+        The number of fields and the encoded size of each are checked before any of it is
+        decoded. A body larger than `small_body_size` is decoded in slices of `slice_size`
+        bytes with a checkpoint after each, so other requests are served during the parse.
+        """
+        body = bytearray()  # grown chunk by chunk: no second copy of the whole body to join
         async with _closing(self.stream):
-            body = b"".join([chunk async for chunk in self.stream])
+            async for chunk in self.stream:
+                body += chunk
+        limit = None if math.isinf(self.max_fields) else math.floor(self.max_fields)
+        if len(body) <= self.small_body_size:
+            return FormData(self._parse_small(body, limit))
+        spans: list[tuple[int, int, int]] = []
+        for span in _urlencoded.field_spans(body):
+            if len(spans) == limit:
+                raise _too_many_fields(self.max_fields)
+            spans.append(span)
+            if len(spans) % self.spans_per_checkpoint == 0:  # only with a very high max_fields
+                await trio.lowlevel.checkpoint()
+        for start, equals, end in spans:
+            if end - start - (equals < end) > self.max_part_size:
+                raise self._field_too_large()
+        items: list[tuple[str, str | UploadFile]] = []
+        for start, equals, end in spans:
+            name = await self._decode(body[start:equals])
+            items.append((name, await self._decode(body[equals + 1 : end])))
+        return FormData(items)
+
+    async def _decode(self, raw: bytearray) -> str:
+        decoded = bytearray()
+        for piece in _urlencoded.slices(raw, self.slice_size):
+            # at most slice_size bytes are decoded between two checkpoints
+            if self._decoded_since_checkpoint + len(piece) > self.slice_size:
+                await trio.lowlevel.checkpoint()
+                self._decoded_since_checkpoint = 0
+            decoded += _urlencoded.percent_decode(piece)
+            self._decoded_since_checkpoint += len(piece)
+        return decoded.decode("utf-8", "replace")
+
+    def _parse_small(self, body: bytearray, limit: int | None) -> list[tuple[str, str | UploadFile]]:
         # latin-1 maps each byte to one code point, so the text has the body's length and the
         # percent-escapes are decoded as UTF-8 by parse_qsl.
         text = body.decode("latin-1")
-        limit = None if math.isinf(self.max_fields) else math.floor(self.max_fields)
         try:
             items = parse_qsl(text, keep_blank_values=True, errors="replace", max_num_fields=limit)
         except ValueError:
@@ -173,7 +224,7 @@ class FormParser:
                 if len(encoded) - ("=" in encoded) > self.max_part_size:
                     raise self._field_too_large()
         # parse_qsl's list[tuple[str, str]] is what FormData takes; list invariance hides it from mypy.
-        return FormData(cast("list[tuple[str, str | UploadFile]]", items))
+        return cast("list[tuple[str, str | UploadFile]]", items)
 
 
 _HEADER_LIMITS = {

@@ -9,6 +9,7 @@ from what the disconnect watcher saw, without blocking and without consuming a m
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from http import cookies as http_cookies
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientDisconnect",
     "HTTPConnection",
+    "JSONNestingError",
     "Request",
     "cookie_parser",
     "empty_receive",
@@ -53,6 +55,22 @@ def cookie_parser(cookie_string: str) -> dict[str, str]:
         if key or val:
             cookie_dict[key] = http_cookies._unquote(val)
     return cookie_dict
+
+
+class JSONNestingError(json.JSONDecodeError):
+    """`Request.json` on a body whose arrays and objects nest deeper than Python can parse.
+
+    A `ValueError`, like any other JSON error, so an endpoint's ``except ValueError`` (or
+    ``except json.JSONDecodeError``) answers it, rather than the `RecursionError` escaping.
+    """
+
+    def __init__(self) -> None:
+        message = (
+            f"JSON body nested too deeply: Python parses arrays and objects at most about "
+            f"{sys.getrecursionlimit()} levels deep (sys.getrecursionlimit()); send a flatter document."
+        )
+        super().__init__(message, "", 0)
+        self.args = (message,)
 
 
 class HTTPConnection(Mapping[str, Any], Generic[StateT]):
@@ -279,9 +297,17 @@ class Request(HTTPConnection[StateT]):
         return body
 
     async def json(self) -> Any:
-        """The body parsed as JSON."""
+        """The body parsed as JSON.
+
+        Raises `json.JSONDecodeError` (a `ValueError`) for a body that is not JSON, and its
+        subclass `JSONNestingError` for one nested too deeply for Python to parse.
+        """
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body())
+            body = await self.body()
+            try:
+                self._json = json.loads(body)
+            except RecursionError:
+                raise JSONNestingError() from None
         return self._json
 
     async def _get_form(

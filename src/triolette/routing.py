@@ -171,8 +171,14 @@ def compile_path(path: str) -> tuple[re.Pattern[str], str, dict[str, Convertor[A
     return re.compile(regex, re.IGNORECASE if is_host else 0), path_format, convertors
 
 
-def _convert(convertors: dict[str, Convertor[Any]], matched: dict[str, str]) -> dict[str, Any]:
-    return {key: convertors[key].convert(value) for key, value in matched.items()}
+def _convert(convertors: dict[str, Convertor[Any]], matched: dict[str, str]) -> dict[str, Any] | None:
+    """The matched parameters' values, or None when a convertor refuses its text with ValueError
+    (an int past Python's 4300-digit limit, a float too large to be finite): then the path does
+    not match the route, and the router goes on to the next one (a 404 when none matches)."""
+    try:
+        return {key: convertors[key].convert(value) for key, value in matched.items()}
+    except ValueError:
+        return None
 
 
 def _first_url_path(routes: Sequence[BaseRoute], name: str, path_params: dict[str, Any]) -> URLPath | None:
@@ -298,7 +304,10 @@ class Route(BaseRoute):
             if match:
                 path_params = dict(scope.get("path_params", ()))
                 if self.param_convertors:
-                    path_params.update(_convert(self.param_convertors, match.groupdict()))
+                    converted = _convert(self.param_convertors, match.groupdict())
+                    if converted is None:
+                        return Match.NONE, {}
+                    path_params.update(converted)
                 child_scope = {"endpoint": self.endpoint, "path_params": path_params}
                 if self.methods and scope["method"] not in self.methods:
                     return Match.PARTIAL, child_scope
@@ -380,7 +389,10 @@ class WebSocketRoute(BaseRoute):
             if match:
                 path_params = dict(scope.get("path_params", ()))
                 if self.param_convertors:
-                    path_params.update(_convert(self.param_convertors, match.groupdict()))
+                    converted = _convert(self.param_convertors, match.groupdict())
+                    if converted is None:
+                        return Match.NONE, {}
+                    path_params.update(converted)
                 return Match.FULL, {"endpoint": self.endpoint, "path_params": path_params}
         return Match.NONE, {}
 
@@ -437,8 +449,8 @@ class Mount(BaseRoute):
             root_path = scope.get("root_path", "")
             route_path = get_route_path(scope)
             match = self.path_regex.match(route_path)
-            if match:
-                matched = _convert(self.param_convertors, match.groupdict())
+            matched = _convert(self.param_convertors, match.groupdict()) if match else None
+            if matched is not None:
                 remaining_path = "/" + matched.pop("path")
                 matched_path = route_path[: -len(remaining_path)]
                 path_params = dict(scope.get("path_params", ()))
@@ -507,9 +519,10 @@ class Host(BaseRoute):
             if parsed is None:  # a malformed Host header matches no Host route
                 return Match.NONE, {}
             match = self.host_regex.match(parsed.host.lower())
-            if match:
+            converted = _convert(self.param_convertors, match.groupdict()) if match else None
+            if converted is not None:
                 path_params = dict(scope.get("path_params", ()))
-                path_params.update(_convert(self.param_convertors, match.groupdict()))
+                path_params.update(converted)
                 return Match.FULL, {"path_params": path_params, "endpoint": self.app}
         return Match.NONE, {}
 
