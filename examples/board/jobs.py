@@ -22,7 +22,13 @@ class ExportJob:
         self.progress = 0  # percent
         self.state = "running"  # running, done, failed or cancelled
         self.result: bytes | None = None
+        self.scope = trio.CancelScope()  # Cancel on the page cancels this, and so the job
+        self.finally_ran = False  # the job's cleanup ran (tests look)
         self._changed = trio.Event()
+
+    def cancel(self) -> None:
+        """Cancel the job's scope: it stops at its next checkpoint, its finally blocks run."""
+        self.scope.cancel(reason="export cancelled")
 
     async def wait_changed(self) -> None:
         """Return at the next progress or state change."""
@@ -33,6 +39,13 @@ class ExportJob:
         self._changed = trio.Event()
 
     async def run(self, store: Store) -> None:
+        with self.scope:
+            await self._run(store)
+        if self.scope.cancelled_caught:
+            self.state = "cancelled"
+            self._notify()
+
+    async def _run(self, store: Store) -> None:
         try:
             cards = await store.cards()
             out = io.StringIO()
@@ -53,4 +66,5 @@ class ExportJob:
             self.state = "failed"
             raise
         finally:
+            self.finally_ran = True
             self._notify()

@@ -135,6 +135,20 @@ class Store:
 
         return await self._run(update)
 
+    async def edit_card(self, card_id: int, title: str, body: str) -> Card | None:
+        def update(db: sqlite3.Connection) -> Card | None:
+            db.execute("UPDATE cards SET title = ?, body = ? WHERE id = ?", (title, body, card_id))
+            return _card(db, card_id)
+
+        return await self._run(update)
+
+    async def delete_card(self, card_id: int) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM attachments WHERE card_id = ?", (card_id,))
+            return db.execute("DELETE FROM cards WHERE id = ?", (card_id,)).rowcount > 0
+
+        return await self._run(delete)
+
     async def cards(self) -> list[Card]:
         def select(db: sqlite3.Connection) -> list[Card]:
             rows = db.execute("SELECT id FROM cards ORDER BY id").fetchall()

@@ -254,12 +254,13 @@ del _state, _kind
 class Outbox:
     """The response's state: one transition table for HTTP, one for WebSocket."""
 
-    __slots__ = ("_table", "state", "trailers")
+    __slots__ = ("_table", "state", "status", "trailers")
 
     def __init__(self, websocket: bool) -> None:
         self._table = _WEBSOCKET if websocket else _HTTP
         self.state: str = CONNECTING if websocket else START
         self.trailers = False  # the response start announced trailers
+        self.status: int | None = None  # the HTTP response's status, once started
 
     def send(self, message: Message) -> str:
         """Advance over ``message`` the app sends; returns the new state. Raises
@@ -270,6 +271,7 @@ class Outbox:
             raise ProtocolError(expected(self.state, kind))
         if kind == "http.response.start":
             self.trailers = bool(message.get("trailers", False))
+            self.status = message.get("status")
         elif kind == "http.response.body" or kind == "http.response.pathsend":
             if not message.get("more_body", False):
                 state = TRAILERS if self.trailers else DONE
@@ -286,6 +288,7 @@ class Outbox:
         if self.state is START:
             self.state = SENDING
             self.trailers = bool(message.get("trailers", False))
+            self.status = message.get("status")
         else:
             self.send(message)  # raises ProtocolError
 

@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_WS_MAX_MESSAGE_SIZE",
+    "EVENT_STREAM_KEY",
     "INTERNAL_EXCEPTIONS",
     "SCOPE_KEY",
     "UNHANDLED_DISCONNECT_KEY",
@@ -72,10 +73,7 @@ __all__ = [
 ]
 
 SCOPE_KEY = "triolette.request_scope"
-# Where the code and reason of a WebSocket handler's unhandled WebSocketDisconnect (the client had
-# gone) are left in the ASGI scope (set by _scope_websocket.py): the server has nothing to do with
-# it, but the test client re-raises it as Starlette's does. Not the exception itself: its frames
-# refer to the scope.
+EVENT_STREAM_KEY = "triolette.event_stream"  # set in the ASGI scope of a request answered with server-sent events
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
@@ -258,6 +256,19 @@ class RequestScope(WebSocketSide):
     @property
     def response_complete(self) -> bool:
         return self.outbox.complete
+
+    @property
+    def phase(self) -> str:
+        """What the request is doing now, for the inspector: ``"reading body"``, ``"in handler"``,
+        ``"streaming"`` (the response, or an accepted WebSocket, is under way) or ``"background"``
+        (the response is over; background work or the request's own tasks still run)."""
+        if self._background_scope is not None or self.outbox.complete:
+            return "background"
+        if self.outbox.started:
+            return "streaming"
+        if self.holdoff or self._reader is APP:
+            return "reading body"
+        return "in handler"
 
     @property
     def buffered_bytes(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cached_property
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import sniffio
 import trio
@@ -40,6 +40,9 @@ from triolette.responses import Response
 from triolette.routing import BaseRoute, Router, walk_apps
 from triolette.types import ASGIApp, ExceptionHandler, Lifespan, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from triolette.inspector import Inspector
+
 __all__ = ["Triolette"]
 
 AppType = TypeVar("AppType", bound="Triolette")
@@ -67,6 +70,8 @@ class Triolette:
       over it, the connection is closed with 1009.
     - ``max_buffered_body``: bytes of a body the app has not read yet that the disconnect
       watcher may hold (default 128 KiB); past it the client is held back, not buffered.
+    - ``inspector``: mount the live task-tree inspector at ``/_triolette`` (needs
+      ``debug=True``; see ``triolette.inspector``).
 
     A subclass may set Starlette's public attributes itself instead of calling ``__init__``
     (FastAPI does): the private state below has class-level defaults or is derived from those
@@ -86,6 +91,7 @@ class Triolette:
     _idle: trio.Event | None = None
     _on_trio = False
     _refusal_logged = False  # the asyncio refusal has been logged (once per app)
+    inspector: Inspector | None = None  # the live task-tree inspector watching this app, if any
 
     def __init__(
         self: AppType,
@@ -103,6 +109,7 @@ class Triolette:
         graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
         websocket_max_message_size: int | None = DEFAULT_WS_MAX_MESSAGE_SIZE,
         max_buffered_body: int = DEFAULT_BUFFER_BYTES,
+        inspector: bool = False,
     ) -> None:
         self.debug = debug
         self.state = State()
@@ -129,6 +136,18 @@ class Triolette:
         )
         self.draining = trio.Event()
         self._in_flight = set()
+        # The live task-tree inspector watching this app (triolette.inspector sets it); None: no cost.
+        self.inspector = None
+        if inspector:
+            from triolette.inspector import Inspector
+
+            if not debug:
+                raise ValueError(
+                    "Triolette(inspector=True) shows every request in flight and is refused in a "
+                    "non-debug app: pass debug=True, or mount Inspector(app, allow=...) yourself "
+                    "with a callable that says who may see it."
+                )
+            self.router.mount("/_triolette", Inspector(self), name="inspector")
 
     # State derived on first use when a subclass did not call __init__ (which sets each one).
 
@@ -294,7 +313,17 @@ class Triolette:
             in_flight.add(rs)
             try:
                 if outer is None:
-                    await rs.run(stack)
+                    inspector = self.inspector
+                    if inspector is None:
+                        await rs.run(stack)
+                    else:  # plain calls, not a wrapping coroutine: nothing more on each task switch
+                        record = inspector.request_started(rs)
+                        try:
+                            await rs.run(stack)
+                        except BaseException as exc:
+                            inspector.request_ended(record, exc)
+                            raise
+                        inspector.request_ended(record, None)
                 else:
                     await stack(scope, receive, send)
             finally:

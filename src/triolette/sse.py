@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from triolette._scope import RequestScope, check_timeout, get_request_scope, run_in_request_scope
+from triolette._scope import EVENT_STREAM_KEY, RequestScope, check_timeout, get_request_scope, run_in_request_scope
 from triolette._utils import aclosing_if_closable
 from triolette.background import BackgroundTask
 from triolette.concurrency import iterate_in_threadpool
@@ -206,6 +206,7 @@ class EventSourceResponse(Response):
 
     async def _stream(self, scope: Scope, rs: RequestScope, send: Send) -> None:
         rs.send_timeout = self.send_timeout
+        rs.asgi_scope[EVENT_STREAM_KEY] = True  # the inspector lists it among the event streams
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         stream = _EventStream(rs, send, self.sep)
         draining: trio.Event | None = getattr(scope.get("app"), "draining", None)

@@ -17,6 +17,7 @@ import trio
 
 from examples.board.app import create_app
 from examples.board.broadcast import broadcast_url
+from tests.board.test_board import next_chat
 from tests.redis_server import RedisServer, running_redis_server
 from triolette.testclient import AsyncTestClient
 
@@ -60,8 +61,8 @@ async def test_board_on_redis_shares_the_feed_and_the_chat_between_two_instances
             async with first.websocket_connect("/chat") as ada, second.websocket_connect("/chat") as bob:
                 await bob.send_text("hello from the other worker")
                 expected = {"type": "chat", "author": "bob", "text": "hello from the other worker"}
-                assert await ada.receive_json() == expected
-                assert await bob.receive_json() == expected
+                assert await next_chat(ada) == expected
+                assert await next_chat(bob) == expected
 
 
 async def test_board_with_redis_down_at_startup_fails_to_start(tmp_path: Path) -> None:

@@ -285,3 +285,61 @@ class Sink:
 
     async def __call__(self, message: Message) -> None:
         self.messages.append(message)
+
+
+def _ended_counts(reader: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data is not None else ():
+        for scope_metrics in resource.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == "triolette.requests.ended":
+                    for point in metric.data.data_points:
+                        counts[point.attributes["triolette.end_reason"]] = point.value
+    return counts
+
+
+def _meter(reader: Any) -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    return MeterProvider(metric_readers=[reader])
+
+
+async def test_end_reason_counters_are_opentelemetry_metrics(provider: TracerProvider, autojump_clock: Any) -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from triolette.inspector import Inspector
+    from triolette.testclient import AsyncTestClient
+
+    async def slow(request: Request) -> Response:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    reader = InMemoryMetricReader()
+    app = Triolette(
+        debug=True,
+        routes=[Route("/ok", user), Route("/slow", slow, timeout=2)],
+        middleware=[Middleware(OpenTelemetryMiddleware, tracer_provider=provider, meter_provider=_meter(reader))],
+    )
+    Inspector(app)
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/ok")).status_code == 200
+        assert (await client.get("/ok")).status_code == 200
+        assert (await client.get("/slow")).status_code == 503
+    counts = _ended_counts(reader)
+    assert counts["completed"] == 2
+    assert counts["deadline"] == 1
+    assert counts["client disconnected"] == 0
+
+
+def test_no_end_reason_metrics_without_an_inspector(provider: TracerProvider) -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    app = Triolette(
+        routes=[Route("/ok", user)],
+        middleware=[Middleware(OpenTelemetryMiddleware, tracer_provider=provider, meter_provider=_meter(reader))],
+    )
+    with TestClient(app) as client:
+        assert client.get("/ok").status_code == 200
+    assert _ended_counts(reader) == {}

@@ -6,7 +6,8 @@ Needs the ``opentelemetry-api`` package: ``pip install triolette[opentelemetry]`
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 try:
     from opentelemetry import metrics, propagate, trace
@@ -19,6 +20,7 @@ except ModuleNotFoundError as exc:
 
 from triolette import __version__
 from triolette.datastructures import URL
+from triolette.inspector import END_REASONS
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["OpenTelemetryMiddleware"]
@@ -40,8 +42,9 @@ class OpenTelemetryMiddleware:
         excluded_urls: Regular expressions searched for in the full request URL; a match
             means no span. A comma-separated string or a sequence.
         tracer_provider: Defaults to the global tracer provider.
-        meter_provider: Defaults to the global meter provider. Kept for API compatibility;
-            no metrics are recorded yet.
+        meter_provider: Defaults to the global meter provider. When the app has an inspector
+            (``triolette.inspector``), its counts of ended requests by end reason are observed
+            as the counter ``triolette.requests.ended`` (attribute ``triolette.end_reason``).
     """
 
     def __init__(
@@ -59,8 +62,26 @@ class OpenTelemetryMiddleware:
         self._tracer_provider = tracer_provider or trace.get_tracer_provider()
         self._meter_provider = meter_provider
         self._tracer = self._tracer_provider.get_tracer("triolette", __version__)
+        self._watched: Any = None  # the application seen on the first request: its inspector's counts
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("triolette", __version__)
+        meter.create_observable_counter(
+            "triolette.requests.ended",
+            callbacks=[self._observe_ended],
+            unit="{request}",
+            description="Requests ended since the inspector was installed, by how they ended.",
+        )
+
+    def _observe_ended(self, options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        inspector = getattr(self._watched, "inspector", None)
+        if inspector is None:
+            return
+        counts = inspector.counts  # read as it is: the reader may collect from another thread
+        for reason in END_REASONS:
+            yield metrics.Observation(counts[reason], {"triolette.end_reason": reason})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._watched is None:
+            self._watched = scope.get("app")
         # A second instance further in (e.g. on a Mount) must not record a second span.
         if scope["type"] != "http" or scope.get(_ACTIVE_SCOPE_KEY):
             await self.app(scope, receive, send)
