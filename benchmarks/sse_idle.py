@@ -16,14 +16,16 @@ ping periods, then reports:
 
 ``SSE_GC`` in the server's environment picks the GC policy (``--gc``): ``default``, ``freeze``
 (``gc.freeze()`` once each stream has started, so that older objects are never scanned again)
-or ``off``. Run: ``python benchmarks/sse_idle.py -n 5000 --ping 5``. Run time is bounded:
-about ramp-up + (cycles + 1) x ping seconds.
+``startup-freeze`` (``gc.freeze()`` when the app is created, before any stream), ``tuned``
+(``gc.set_threshold(10_000, 10, 10)``) or ``off``. Run: ``python benchmarks/sse_idle.py -n 5000 --ping 5``.
+Run time is bounded: about ramp-up + (cycles + 1) x ping seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import re
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,8 @@ def _make_app() -> Any:
         return EventSourceResponse(nothing(), ping=ping, send_timeout=None)
 
     async def stats(request: Any) -> JSONResponse:
+        objects = gc.get_objects()  # counted before a freeze: frozen objects are not listed
+        types = Counter(type(obj).__qualname__ for obj in objects) if request.query_params.get("types") else {}
         if request.query_params.get("freeze") and policy == "freeze":
             gc.freeze()
         if request.query_params.get("reset"):
@@ -100,7 +105,8 @@ def _make_app() -> Any:
         return JSONResponse(
             {
                 "pid": os.getpid(),
-                "objects": len(gc.get_objects()),
+                "objects": len(objects),
+                "types": dict(types),
                 "tasks": _count_tasks(),
                 "opened": opened[0],
                 "gc_max": max(_gc_pauses, default=0.0),
@@ -113,6 +119,10 @@ def _make_app() -> Any:
     gc.callbacks.append(_gc_callback)
     if policy == "off":
         gc.disable()
+    elif policy == "startup-freeze":
+        gc.freeze()  # what the server could do by itself: freeze what exists before any stream
+    elif policy == "tuned":
+        gc.set_threshold(10_000, 10, 10)  # young collections 14x rarer: fewer transients promoted
     return Triolette(routes=[Route("/stream", stream), Route("/stats", stats)])
 
 
@@ -179,7 +189,7 @@ class _Streams:
 
 
 async def _client(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
-    before = await _get_json(port, "/stats")
+    before = await _get_json(port, "/stats?types=1")
     rss_before = _rss_kib(pid)
     streams = _Streams(args.streams)
     limiter = trio.CapacityLimiter(100)
@@ -190,7 +200,7 @@ async def _client(args: argparse.Namespace, port: int, pid: int) -> dict[str, An
         with trio.fail_after(args.ramp_limit):
             await streams.all_open.wait()
         ramp = time.monotonic() - started
-        await _get_json(port, "/stats?freeze=1&reset=1")
+        opened = await _get_json(port, "/stats?freeze=1&reset=1&types=1")
         await trio.sleep(args.ping)  # every stream's next ping is now on its way
         streams.recording = True
         await trio.sleep(args.ping * args.cycles + 1)
@@ -198,8 +208,11 @@ async def _client(args: argparse.Namespace, port: int, pid: int) -> dict[str, An
         after = await _get_json(port, "/stats")
         rss_after = _rss_kib(pid)
         nursery.cancel_scope.cancel()
-    intervals = sorted(b - a for arrivals in streams.arrivals for a, b in zip(arrivals, arrivals[1:], strict=False))
-    opened = max(streams.open, 1)
+    intervals = sorted(b - a for arrivals in streams.arrivals for a, b in itertools.pairwise(arrivals))
+    count = max(streams.open, 1)
+    types = {name: round((n - before["types"].get(name, 0)) / count, 1) for name, n in opened["types"].items()}
+    if args.types:
+        print(json.dumps(dict(sorted(types.items(), key=lambda item: -item[1])[:40])))
 
     def pct(q: float) -> float:
         return intervals[min(len(intervals) - 1, int(q * len(intervals)))] if intervals else float("nan")
@@ -214,10 +227,10 @@ async def _client(args: argparse.Namespace, port: int, pid: int) -> dict[str, An
         "p99": round(pct(0.99), 2),
         "max": round(intervals[-1], 2) if intervals else float("nan"),
         "mean": round(statistics.fmean(intervals), 2) if intervals else float("nan"),
-        "rss_per_stream_kib": round((rss_after - rss_before) / opened, 1),
+        "rss_per_stream_kib": round((rss_after - rss_before) / count, 1),
         "rss_after_mib": round(rss_after / 1024, 1),
-        "tasks_per_stream": round((after["tasks"] - before["tasks"]) / opened, 2),
-        "objects_per_stream": round((after["objects"] - before["objects"]) / opened, 1),
+        "tasks_per_stream": round((after["tasks"] - before["tasks"]) / count, 2),
+        "objects_per_stream": round((opened["objects"] - before["objects"]) / count, 1),
         "gc_full_max_s": round(after["gc_max"], 3),
         "gc_full_count": after["gc_count"],
     }
@@ -228,7 +241,8 @@ def main() -> None:
     parser.add_argument("-n", "--streams", type=int, default=5000)
     parser.add_argument("--ping", type=float, default=15.0, help="the server's ping interval, seconds")
     parser.add_argument("--cycles", type=int, default=4, help="ping periods recorded once all streams are open")
-    parser.add_argument("--gc", choices=["default", "freeze", "off"], default="default")
+    parser.add_argument("--gc", choices=["default", "freeze", "startup-freeze", "tuned", "off"], default="default")
+    parser.add_argument("--types", action="store_true", help="also print GC-tracked objects per stream by type")
     parser.add_argument("--ramp-limit", type=float, default=300.0, help="seconds allowed to open every stream")
     args = parser.parse_args()
     _raise_nofile()
