@@ -539,20 +539,25 @@ async def test_with_a_running_lifespan_draining_ends_every_stream_cleanly(autoju
     assert clients[2].text == ""
 
 
-async def test_with_a_running_lifespan_a_stream_that_ends_leaves_the_ping_heap(autojump_clock: trio.abc.Clock) -> None:
+async def test_with_a_running_lifespan_the_ping_task_ends_with_the_last_stream(autojump_clock: trio.abc.Clock) -> None:
     async def source(request: Request) -> AsyncIterator[str]:
         yield "only"
+        await trio.sleep(float(request.query_params["s"]))
 
     app = sse_app(source, ping=15)
-    client = Client()
+    first, second = Client(), Client()
     with trio.fail_after(100):
         async with lifespan_running(app):
-            await app(http_scope("/events"), client.receive, client.send)
+            await app(http_scope("/events", query=b"s=1"), first.receive, first.send)
+            await trio.testing.wait_all_tasks_blocked()
             pings = sse._running_pings[app.nursery]
-            assert [entry[2] for entry in pings._heap] == [None]  # the stream (and its request) let go
-            await trio.sleep(20)
-            assert pings._heap == []  # and the entry itself goes when it was due
-    assert client.ended
+            assert (pings._heap, pings.live, len(app.nursery.child_tasks)) == ([], 0, 0)  # no task left behind
+            await app(http_scope("/events", query=b"s=20"), second.receive, second.send)  # starts it again
+            assert [time for time, _ in second.chunks] == [1, 16]
+            await trio.testing.wait_all_tasks_blocked()
+            assert (pings._heap, pings.live, len(app.nursery.child_tasks)) == ([], 0, 0)
+    assert first.ended
+    assert second.ended
 
 
 async def test_with_a_running_lifespan_no_pings_when_ping_is_none(autojump_clock: trio.abc.Clock) -> None:
@@ -592,3 +597,22 @@ async def test_on_its_own_without_ping_it_starts_no_task(autojump_clock: trio.ab
         await app(http_scope("/events"), client.receive, client.send)
     assert client.chunks == [(10, b"data: late\r\n\r\n")]
     assert tasks == [1]  # the disconnect watcher only: no ping task
+
+
+async def test_with_a_running_lifespan_a_shorter_ping_started_later_comes_first(autojump_clock: trio.abc.Clock) -> None:
+    async def source(request: Request) -> AsyncIterator[str]:
+        yield "hello"
+        await trio.sleep(float(request.query_params["s"]))
+
+    async def events(request: Request) -> Response:
+        return EventSourceResponse(source(request), ping=float(request.query_params["ping"]))
+
+    app = Triolette(routes=[Route("/events", events)])
+    slow, fast = Client(), Client()
+    with trio.fail_after(100):
+        async with lifespan_running(app), trio.open_nursery() as nursery:
+            nursery.start_soon(app, http_scope("/events", query=b"ping=30&s=5"), slow.receive, slow.send)
+            await trio.sleep(1)
+            nursery.start_soon(app, http_scope("/events", query=b"ping=10&s=35"), fast.receive, fast.send)
+    assert [time for time, _ in slow.chunks] == [0]  # ended at 5, before its first ping was due at 30
+    assert [time for time, _ in fast.chunks] == [1, 11, 21, 31]

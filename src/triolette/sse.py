@@ -266,7 +266,7 @@ class _EventStream:
     def end(self) -> None:
         self.ended = True
         if self.entry is not None:
-            self.entry[2] = None  # the heap lets go of the stream (and its request) now
+            self.entry[3].remove(self.entry)
             self.entry = None
 
     async def ping_once(self, pings: _Pings) -> None:
@@ -300,16 +300,20 @@ class _Pings:
 
     A stream is in the heap while it waits for its next ping. When that is due and nothing
     was sent meanwhile, a short task of the stream's request writes the ping (a client that
-    does not read holds up only its own stream) and puts the stream back.
+    does not read holds up only its own stream) and puts the stream back. The task runs
+    while some stream waits for a ping, and is started again by the next one.
     """
 
-    __slots__ = ("_heap", "_order", "_wait", "draining")
+    __slots__ = ("_heap", "_order", "_running", "_wait", "draining", "live", "nursery")
 
-    def __init__(self, draining: trio.Event) -> None:
+    def __init__(self, draining: trio.Event, nursery: trio.Nursery) -> None:
         self.draining = draining
+        self.nursery = nursery
+        self.live = 0  # heap entries that still hold a stream
         self._heap: list[list[Any]] = []
         self._order = itertools.count()
         self._wait: trio.CancelScope | None = None
+        self._running = False
 
     def add(self, stream: _EventStream) -> None:
         if self.draining.is_set():
@@ -318,29 +322,46 @@ class _Pings:
         if stream.ping is None:
             return
         due = stream.last_send + stream.ping
-        stream.entry = entry = [due, next(self._order), stream]
+        stream.entry = entry = [due, next(self._order), stream, self]
         heapq.heappush(self._heap, entry)
-        if self._wait is not None and due < self._wait.deadline:
+        self.live += 1
+        if not self._running:
+            self._running = True
+            self.nursery.start_soon(self.run)
+        elif self._wait is not None and due < self._wait.deadline:
             self._wait.deadline = due
+
+    def remove(self, entry: list[Any]) -> None:
+        """A stream ended: the heap lets go of it (and its request) now."""
+        entry[2] = None
+        self.live -= 1
+        if self.live == 0 and self._wait is not None:
+            self._wait.cancel(reason="no event stream left")
 
     async def run(self) -> None:
         heap = self._heap
-        while True:
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._wait:
+        while self.live:
+            with trio.CancelScope(deadline=heap[0][0]) as self._wait:
                 await self.draining.wait()
                 self._stop_all()
-                return
+                break
             self._wait = None
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                _, _, stream = heapq.heappop(heap)
-                if stream is None:
-                    continue  # that stream has ended
-                stream.entry = None
-                if now < stream.last_send + stream.ping:
-                    self.add(stream)  # something was sent meanwhile: the ping is due later
-                else:
-                    stream.rs.nursery.start_soon(stream.ping_once, self)
+                stream = heapq.heappop(heap)[2]
+                if stream is not None:  # None: that stream has ended
+                    self._due(stream, now)
+        heap.clear()
+        self._wait = None
+        self._running = False
+
+    def _due(self, stream: _EventStream, now: float) -> None:
+        self.live -= 1
+        stream.entry = None
+        if now < stream.last_send + stream.ping:  # type: ignore[operator]  # in the heap: it pings
+            self.add(stream)  # something was sent meanwhile: the ping is due later
+        else:
+            stream.rs.nursery.start_soon(stream.ping_once, self)
 
     def _stop_all(self) -> None:
         while self._heap:
@@ -348,19 +369,19 @@ class _Pings:
             if stream is not None:
                 stream.entry = None
                 stream.source_scope.cancel(reason="server shutting down")
+        self.live = 0
 
 
 _running_pings: weakref.WeakKeyDictionary[trio.Nursery, _Pings] = weakref.WeakKeyDictionary()
 
 
 def _shared_pings(app: object, draining: trio.Event | None) -> _Pings | None:
-    """The app's shared ping task (started on first use), or None when the app has no running
-    lifespan (``app.nursery``) to hold it: then each stream has a task of its own."""
+    """The app's shared pings, or None when the app has no running lifespan (``app.nursery``)
+    to hold their task: then each stream has a task of its own."""
     nursery = getattr(app, "_nursery", None)
     if not isinstance(nursery, trio.Nursery) or draining is None:
         return None
     pings = _running_pings.get(nursery)
     if pings is None:
-        pings = _running_pings[nursery] = _Pings(draining)
-        nursery.start_soon(pings.run)
+        pings = _running_pings[nursery] = _Pings(draining, nursery)
     return pings
