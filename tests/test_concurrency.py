@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+from tests.conftest import http_scope
 from triolette.concurrency import iterate_in_threadpool, run_in_threadpool, run_until_first_complete, thread_limiter
 from triolette.exceptions import TrioletteDeprecationWarning
 
@@ -83,6 +85,73 @@ async def test_run_until_first_complete_is_deprecated_and_cancels_the_rest(autoj
     assert finished == ["quick"]
     assert cancelled == ["slow"]
     assert trio.current_time() == 1
+
+
+# -- a cancel scope around the ASGI call, cancelled by the app ----------------------------------
+# Seen in FastAPI's suite: an endpoint that ran something in a worker thread (a sync dependency),
+# then cancelled a scope that the caller holds around the whole ASGI call, and returned. The wait
+# for the thread let the disconnect watcher start and block in the server's receive(); the
+# cancellation reached it there, and its Cancelled replaced the response the app then sent.
+
+
+def _cancelling_app(outer: trio.CancelScope, *, checkpoint_after: bool) -> Any:
+    from triolette.applications import Triolette
+    from triolette.requests import Request
+    from triolette.responses import JSONResponse
+    from triolette.routing import Route
+
+    async def endpoint(request: Request) -> JSONResponse:
+        assert await run_in_threadpool(lambda: 42) == 42
+        outer.cancel()
+        if checkpoint_after:
+            await trio.lowlevel.checkpoint()
+        return JSONResponse({"ok": True})
+
+    return Triolette(routes=[Route("/", endpoint)])
+
+
+def _server() -> tuple[Any, Any, list[dict[str, Any]]]:
+    """receive/send as httpx's ASGITransport: the body, then nothing until the response is complete."""
+    sent: list[dict[str, Any]] = []
+    complete = trio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await complete.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            complete.set()
+
+    return receive, send, sent
+
+
+async def test_response_survives_outer_cancel_after_run_in_threadpool() -> None:
+    receive, send, sent = _server()
+    with trio.fail_after(5):
+        with trio.CancelScope() as outer:
+            await _cancelling_app(outer, checkpoint_after=False)(http_scope("/"), receive, send)
+    assert outer.cancel_called
+    assert not outer.cancelled_caught  # the call returned: nothing was lost on the way
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] == 200
+    assert sent[1]["body"] == b'{"ok":true}'
+
+
+async def test_outer_cancel_after_run_in_threadpool_still_cancels_at_the_apps_next_checkpoint() -> None:
+    receive, send, sent = _server()
+    with trio.fail_after(5):
+        with trio.CancelScope() as outer:
+            await _cancelling_app(outer, checkpoint_after=True)(http_scope("/"), receive, send)
+            pytest.fail("the cancellation must propagate")  # pragma: no cover
+    assert outer.cancelled_caught
+    assert sent == []
 
 
 async def test_sync_endpoints_and_iterators_run_in_anyio_worker_threads() -> None:

@@ -116,3 +116,47 @@ async def test_a_request_cancelled_by_a_disconnect_leaves_no_cyclic_garbage(auto
     for _ in range(3):
         await one()
     assert gc.collect() == 0
+
+
+async def _echo_until_gone(websocket: Any) -> None:
+    await websocket.accept()
+    while True:  # the client's disconnect escapes as WebSocketDisconnect, unhandled
+        await websocket.send_text(await websocket.receive_text())
+
+
+@pytest.mark.usefixtures("collector_off")
+async def test_a_websocket_whose_handler_leaves_the_disconnect_unhandled_leaves_no_cyclic_garbage() -> None:
+    from triolette.routing import WebSocketRoute
+
+    app = Triolette(routes=[WebSocketRoute("/ws", _echo_until_gone)])
+
+    async def one() -> dict[str, Any]:
+        incoming = iter(
+            [
+                {"type": "websocket.connect"},
+                {"type": "websocket.receive", "text": "hi"},
+                {"type": "websocket.disconnect", "code": 1000},
+            ]
+        )
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            await trio.lowlevel.checkpoint()
+            return next(incoming)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {**http_scope("/ws"), "type": "websocket", "subprotocols": []}
+        with trio.fail_after(5):
+            await app(scope, receive, send)
+        assert [message["type"] for message in sent] == ["websocket.accept", "websocket.send"]
+        return scope
+
+    for _ in range(3):  # warm up
+        await one()
+    gc.collect()
+    for _ in range(3):
+        scope = await one()
+    assert scope["triolette.unhandled_disconnect"] == (1000, "")
+    assert gc.collect() == 0

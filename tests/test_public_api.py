@@ -62,9 +62,14 @@ API_MODULES = sorted({entry.module for entry in API} | {"triolette.status"})
 
 
 def public_modules() -> list[str]:
-    """Every public module (the package itself and its CLI entry point export nothing by __all__)."""
+    """Every public module (the package itself and its CLI entry point export nothing by __all__).
+
+    ``triolette.compat.starlette`` is left out: importing it installs the ``starlette`` alias
+    (tests/test_compat.py imports it with care)."""
     names = []
     for info in pkgutil.walk_packages([str(SRC)], prefix="triolette."):
+        if info.name == "triolette.compat.starlette":
+            continue
         if not any(part.startswith("_") for part in info.name.split(".")[1:]):
             names.append(info.name)
     return sorted(names)

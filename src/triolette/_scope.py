@@ -33,6 +33,10 @@ from triolette.exceptions import HTTPException
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 SCOPE_KEY = "triolette.request_scope"
+# Where the code and reason of a WebSocket handler's unhandled WebSocketDisconnect (the client had
+# gone) are left in the ASGI scope: the server has nothing to do with it, but the test client
+# re-raises it as Starlette's does. Not the exception itself: its frames refer to the scope.
+UNHANDLED_DISCONNECT_KEY = "triolette.unhandled_disconnect"
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 60.0
@@ -414,6 +418,15 @@ class RequestScope:
     async def _watch(self) -> None:
         try:
             await self._watch_until_done()
+        except trio.Cancelled:
+            if self.nursery.cancel_scope.cancel_called and not self._stop_watcher:
+                raise  # the request's own cancellation: disconnect, deadline, drain
+            # Either the request is complete (we stopped the watcher), or a cancel scope around
+            # the whole ASGI call, in the caller's task, was cancelled: the app meets that at
+            # its own next checkpoint, and this task only stops listening. Re-raising here
+            # would replace a response that the app completes without another checkpoint
+            # (Starlette, with no task waiting then, returns it) with this task's Cancelled.
+            return
         finally:
             self._watching = False
 
@@ -746,10 +759,22 @@ class RequestScope:
                 if not self._says_closed(exc):
                     await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
                     raise
+                if self._is_client_disconnect(exc):  # the client left and the handler did not catch it
+                    code = self._disconnect.get("code", 1000)
+                    self.asgi_scope[UNHANDLED_DISCONNECT_KEY] = (code, getattr(exc, "reason", ""))
             else:
                 await self._close_websocket(1000)  # the handler returned, the connection ends
         if len(self.nursery.child_tasks) > int(self._watching):  # its tasks end with it (run() ends the watcher)
             self.nursery.cancel_scope.cancel(reason="websocket closed")
+
+    def _is_client_disconnect(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the WebSocketDisconnect the handler got for the client's own
+        ``websocket.disconnect`` (not, say, a failed send to another closed connection)."""
+        return (
+            self.disconnected
+            and self._disconnect["type"] == "websocket.disconnect"
+            and getattr(exc, "code", None) == self._disconnect.get("code", 1000)
+        )
 
     def _says_closed(self, exc: Exception) -> bool:
         """Whether ``exc`` only reports that the connection had closed (nothing to log)."""

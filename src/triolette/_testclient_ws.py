@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import trio
 
+from triolette._scope import UNHANDLED_DISCONNECT_KEY
 from triolette._testing import Portal, task_group
 from triolette.types import ASGIApp, Message, Scope
 from triolette.websockets import WebSocketDisconnect
@@ -142,10 +143,15 @@ class WebSocketConnection:
                 self._cancel_scope.cancel(reason="the test left the WebSocket session; the app did not receive")
         await self.done.wait()
 
-    def raise_app_error(self) -> None:
-        """After the session: the app's exception, unless it was only the client going away."""
+    def raise_app_error(self, *, left: bool = False) -> None:
+        """After the session: the app's exception. A ``WebSocketDisconnect`` counts only once the
+        test has ``left`` the session: the app did not handle the client going away (the 1000
+        sent on leaving), and Starlette's client re-raises that in the test."""
         error = self.error
-        if error is not None and not isinstance(error, WebSocketDisconnect):
+        if left and error is None and UNHANDLED_DISCONNECT_KEY in self.scope:
+            code, reason = self.scope[UNHANDLED_DISCONNECT_KEY]
+            error = WebSocketDisconnect(code, reason)
+        if error is not None and (left or not isinstance(error, WebSocketDisconnect)):
             raise error
 
 
@@ -194,7 +200,7 @@ class WebSocketTestSession:
         finally:
             self._stack.close()
         if exc is None or _app_failed(exc):
-            self._connection.raise_app_error()
+            self._connection.raise_app_error(left=exc is None)
 
     def send(self, message: Message) -> None:
         self.portal.call(self._connection.send, message)
@@ -279,7 +285,7 @@ class AsyncWebSocketTestSession:
         finally:
             await stack.aclose()
         if exc is None or failed:
-            self._connection.raise_app_error()
+            self._connection.raise_app_error(left=exc is None)
 
     async def send(self, message: Message) -> None:
         """Send a raw ASGI message to the app."""

@@ -15,7 +15,7 @@ import contextlib
 import math
 import queue
 import threading
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -275,7 +275,8 @@ class LifespanRunner:
 class Portal:
     """A trio run on a helper thread, for calling async code from synchronous tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_options: Mapping[str, Any] | None = None) -> None:
+        self._run_options = {} if run_options is None else dict(run_options)
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
@@ -297,7 +298,9 @@ class Portal:
             except BaseException as exc:  # pragma: no cover - a bug in a task the portal ran
                 self._failure = exc
 
-        self._thread = threading.Thread(target=trio.run, args=(main,), name="triolette-testclient", daemon=True)
+        self._thread = threading.Thread(
+            target=trio.run, args=(main,), kwargs=self._run_options, name="triolette-testclient", daemon=True
+        )
         self._thread.start()
         ready.get()
         return self

@@ -9,6 +9,7 @@ drains in-flight requests before it leaves the lifespan context (DESIGN.md invar
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import cached_property
 from typing import Any, ParamSpec, TypeVar
 
 import sniffio
@@ -61,7 +62,24 @@ class Triolette:
     - ``graceful_timeout``: seconds in-flight requests get to finish at shutdown (default 30).
     - ``websocket_max_message_size``: bytes in one incoming WebSocket message (default 16 MiB);
       over it, the connection is closed with 1009.
+
+    A subclass may set Starlette's public attributes itself instead of calling ``__init__``
+    (FastAPI does): the private state below has class-level defaults or is derived from those
+    attributes on first use. Such a subclass sets ``timeout``, ``cancel_on_disconnect`` and
+    ``max_body_size`` as class attributes (read at the first request); the other settings
+    take their defaults.
     """
+
+    debug: bool = False
+    max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
+    timeout: float | None = None
+    cancel_on_disconnect: bool = True
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
+    middleware_stack: ASGIApp | None = None
+    _error_middleware: ServerErrorMiddleware | None = None
+    _nursery: trio.Nursery | None = None
+    _idle: trio.Event | None = None
+    _on_trio = False
 
     def __init__(
         self: AppType,
@@ -86,8 +104,10 @@ class Triolette:
             {} if exception_handlers is None else dict(exception_handlers)
         )
         self.user_middleware = [] if middleware is None else list(middleware)
-        self.middleware_stack: ASGIApp | None = None
+        self.middleware_stack = None
         self.max_body_size = DEFAULT_MAX_BODY_SIZE if max_body_size is None else max_body_size
+        self.timeout = timeout
+        self.cancel_on_disconnect = cancel_on_disconnect
         self.graceful_timeout = check_timeout("graceful_timeout", graceful_timeout) or DEFAULT_GRACEFUL_TIMEOUT
         self._settings = RequestSettings(
             cancel_on_disconnect=cancel_on_disconnect,
@@ -98,12 +118,31 @@ class Triolette:
             ws_max_message_size=websocket_max_message_size,
             late_error_handler=self._answer_late_error,
         )
-        self._error_middleware: ServerErrorMiddleware | None = None
-        self._nursery: trio.Nursery | None = None
         self.draining = trio.Event()
-        self._in_flight: set[RequestScope] = set()
-        self._idle: trio.Event | None = None
-        self._on_trio = False
+        self._in_flight = set()
+
+    # State derived on first use when a subclass did not call __init__ (which sets each one).
+
+    @cached_property
+    def _settings(self) -> RequestSettings:
+        return RequestSettings(
+            cancel_on_disconnect=self.cancel_on_disconnect,
+            timeout=check_timeout("timeout", self.timeout),
+            max_body_size=DEFAULT_MAX_BODY_SIZE if self.max_body_size is None else self.max_body_size,
+            body_timeout=DEFAULT_BODY_TIMEOUT,
+            send_timeout=DEFAULT_SEND_TIMEOUT,
+            ws_max_message_size=DEFAULT_WS_MAX_MESSAGE_SIZE,
+            late_error_handler=self._answer_late_error,
+        )
+
+    @cached_property
+    def draining(self) -> trio.Event:
+        """Set when the application starts to drain (shutdown): SSE and WebSocket loops may say goodbye."""
+        return trio.Event()
+
+    @cached_property
+    def _in_flight(self) -> set[RequestScope]:
+        return set()
 
     @property
     def send_timeout(self) -> float | None:
@@ -303,6 +342,16 @@ class Triolette:
         for message in held:
             await send(message)
 
+    def _error_responder(self) -> ServerErrorMiddleware:
+        """The ServerErrorMiddleware that answers errors: the one the middleware stack starts with,
+        or, for a subclass that built its own stack without one at the top, one of our own."""
+        if self._error_middleware is None:
+            stack = self.middleware_stack
+            if not isinstance(stack, ServerErrorMiddleware):
+                stack = ServerErrorMiddleware(self.router, debug=self.debug)
+            self._error_middleware = stack
+        return self._error_middleware
+
     async def _answer_late_error(self, rs: RequestScope, exc: BaseException) -> bool:
         """Answer an exception that surfaced from the request nursery (a child task failed)
         before any response started. Returns True when a handler dealt with it."""
@@ -316,8 +365,7 @@ class Triolette:
             if response is not None:
                 await response(scope, rs.receive, rs.send)
             return True
-        assert self._error_middleware is not None
-        response = await self._error_middleware.build_response(request, exc)
+        response = await self._error_responder().build_response(request, exc)
         if response is not None:
             await response(scope, rs.receive, rs.send)
         return False

@@ -252,7 +252,16 @@ class Route(BaseRoute):
 
     triolette adds ``timeout`` (seconds: a deadline for the request, in place of the
     app's) and ``cancel_on_disconnect`` (None: the app's setting).
+
+    A subclass may set Starlette's public attributes itself instead of calling ``__init__``
+    (FastAPI's ``APIRoute`` does): the per-route settings then default to None, the app's.
     """
+
+    max_body_size: int | None = None
+    timeout: float | None = None
+    cancel_on_disconnect: bool | None = None
+    # False when __init__ saw no per-route setting; a subclass that skipped __init__ is checked.
+    _configures_scope = True
 
     def __init__(
         self,
@@ -292,7 +301,6 @@ class Route(BaseRoute):
             self.methods = {method.upper() for method in methods}
             if "GET" in self.methods:
                 self.methods.add("HEAD")
-        self._allow = ", ".join(sorted(self.methods)) if self.methods else ""
         self.path_regex, self.path_format, self.param_convertors = compile_path(path)
         if type(self).matches is Route.matches:
             self._index_key = _first_segment_key(path)
@@ -324,7 +332,7 @@ class Route(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
-            headers = {"Allow": self._allow}
+            headers = {"Allow": ", ".join(sorted(self.methods))}
             if "app" in scope:
                 raise HTTPException(status_code=405, headers=headers)
             await PlainTextResponse("Method Not Allowed", status_code=405, headers=headers)(scope, receive, send)
@@ -417,7 +425,14 @@ class WebSocketRoute(BaseRoute):
 
 
 class Mount(BaseRoute):
-    """A sub-application or a list of routes under a path prefix."""
+    """A sub-application or a list of routes under a path prefix.
+
+    A subclass may set Starlette's public attributes itself instead of calling ``__init__``;
+    ``max_body_size`` then defaults to None (the enclosing limit).
+    """
+
+    max_body_size: int | None = None
+    _base_app: ASGIApp | None = None  # the app or Router under the middleware; else ``app``
 
     def __init__(
         self,
@@ -434,7 +449,7 @@ class Mount(BaseRoute):
         if app is None and routes is None:
             raise ConfigurationError("Either 'app=...', or 'routes=' must be specified")
         self.path = path.rstrip("/")
-        self._base_app: ASGIApp = app if app is not None else Router(routes=routes)
+        self._base_app = app if app is not None else Router(routes=routes)
         self.app = _wrap_middleware(self._base_app, middleware)
         self.name = name
         self.max_body_size = max_body_size
@@ -444,7 +459,8 @@ class Mount(BaseRoute):
 
     @property
     def routes(self) -> list[BaseRoute]:
-        return getattr(self._base_app, "routes", [])
+        base = self.app if self._base_app is None else self._base_app
+        return getattr(base, "routes", [])
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] in ("http", "websocket"):
@@ -582,7 +598,14 @@ async def _no_lifespan(app: Any) -> Any:
 
 
 class Router:
-    """A list of routes, tried in order; 404, 405 and trailing-slash redirects as in Starlette."""
+    """A list of routes, tried in order; 404, 405 and trailing-slash redirects as in Starlette.
+
+    A subclass may set Starlette's public attributes itself instead of calling ``__init__``;
+    ``max_body_size`` then defaults to None (the enclosing limit).
+    """
+
+    max_body_size: int | None = None
+    _index: _RouteIndex | None = None
 
     def __init__(
         self,
@@ -630,7 +653,7 @@ class Router:
 
     def _candidates(self, route_path: str) -> list[BaseRoute]:
         index = self._index
-        if index.routes != self.routes:  # routes were added or replaced after construction
+        if index is None or index.routes != self.routes:  # routes were added or replaced after construction
             index = self._index = _RouteIndex(self.routes)
         return index.candidates(route_path)
 

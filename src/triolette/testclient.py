@@ -20,7 +20,7 @@ import warnings
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 from urllib.parse import unquote
 
 import httpx
@@ -271,8 +271,38 @@ class _TestClientTransport(httpx.BaseTransport):
         return _with_extensions(response, exchange)
 
 
+_TRIO_RUN_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(trio.run).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def _check_backend(backend: str, backend_options: dict[str, Any] | None) -> dict[str, Any]:
+    """Starlette's ``backend=`` and ``backend_options=``: trio only, with ``trio.run``'s options."""
+    if backend != "trio":
+        raise ValueError(
+            f"triolette runs on trio only, so TestClient(backend={backend!r}) cannot run the app; "
+            "leave backend out or pass backend='trio'"
+        )
+    options = {} if backend_options is None else dict(backend_options)
+    unknown = sorted(set(options) - _TRIO_RUN_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"backend_options are passed to trio.run, which has no option {unknown[0]!r}; "
+            f"it takes {', '.join(sorted(_TRIO_RUN_OPTIONS))}"
+        )
+    return options
+
+
 class TestClient(httpx.Client):
-    """Starlette's TestClient, running the app under trio (there is no ``backend`` option)."""
+    """Starlette's TestClient, running the app under trio.
+
+    ``backend`` can only be ``"trio"``; ``backend_options`` are keyword arguments for the
+    ``trio.run`` that runs the app (``clock``, ``instruments``,
+    ``restrict_keyboard_interrupt_to_checkpoints``, ``strict_exception_groups``), as anyio
+    passes them on Starlette.
+    """
 
     __test__ = False
 
@@ -282,11 +312,15 @@ class TestClient(httpx.Client):
         base_url: str = "http://testserver",
         raise_server_exceptions: bool = True,
         root_path: str = "",
+        backend: Literal["trio"] = "trio",
+        backend_options: dict[str, Any] | None = None,
         cookies: httpx._types.CookieTypes | None = None,
         headers: dict[str, str] | None = None,
         follow_redirects: bool = True,
         client: tuple[str, int] = ("testclient", 50000),
     ) -> None:
+        self.backend = backend
+        self.backend_options = _check_backend(backend, backend_options)
         self.app = app = as_asgi3(app)  # an ASGI 2 app is called as ASGI 3
         self.app_state: dict[str, Any] = {}
         self.portal: Portal | None = None
@@ -315,7 +349,7 @@ class TestClient(httpx.Client):
         if self.portal is not None:
             yield self.portal
         else:
-            with Portal() as portal:
+            with Portal(self.backend_options) as portal:
                 yield portal
 
     def websocket_connect(
@@ -332,7 +366,7 @@ class TestClient(httpx.Client):
 
     def __enter__(self) -> TestClient:
         with contextlib.ExitStack() as stack:
-            self.portal = stack.enter_context(Portal())
+            self.portal = stack.enter_context(Portal(self.backend_options))
 
             def reset_portal() -> None:
                 self.portal = None
