@@ -3,7 +3,13 @@
 Every lookup is a task in ``request.nursery``: when the first answer arrives the others
 are cancelled, and when the client leaves, all of them are.
 
-Serve it with:  python -m triolette examples.fanout:app
+Run it from the repository's root:
+
+    python -m triolette examples.fanout:app
+
+Then open:
+    http://127.0.0.1:8000/fastest     the first backend to answer; the others are cancelled
+    http://127.0.0.1:8000/everything  every backend, asked at once
 """
 
 from __future__ import annotations

@@ -1,6 +1,15 @@
 """The smallest triolette app: a greeting, and a slow route that shows cancellation.
 
-Serve it with:  hypercorn --worker-class trio examples.hello:app
+Run it from the repository's root:
+
+    python -m triolette examples.hello:app
+
+(hypercorn --worker-class trio examples.hello:app works too, without the graceful drain.)
+
+Then open:
+    http://127.0.0.1:8000/                    the greeting
+    http://127.0.0.1:8000/slow?seconds=5      answers after 5 s; stop loading and the handler is cancelled
+    http://127.0.0.1:8000/deadline?seconds=3  past the route's 1 s timeout: 503
 """
 
 from __future__ import annotations

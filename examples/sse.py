@@ -1,7 +1,11 @@
 """Server-sent events: a clock ticking every second, with pings and a clean end on drain.
 
-Serve it with:  python -m triolette examples.sse:app
-Then:           curl -N http://127.0.0.1:8000/clock
+Run it from the repository's root:
+
+    python -m triolette examples.sse:app
+
+Then open http://127.0.0.1:8000/clock in a browser, or: curl -N http://127.0.0.1:8000/clock
+(Ctrl+C on the server ends the stream cleanly: the server drains.)
 """
 
 from __future__ import annotations

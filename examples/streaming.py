@@ -1,7 +1,11 @@
 """Streaming: a body produced as it is computed; leaving early cancels the producer.
 
-Serve it with:  python -m triolette examples.streaming:app
-Then:           curl -N http://127.0.0.1:8000/countdown?start=5
+Run it from the repository's root:
+
+    python -m triolette examples.streaming:app
+
+Then open http://127.0.0.1:8000/countdown?start=5, or: curl -N http://127.0.0.1:8000/countdown?start=5
+(Ctrl+C on curl before the end cancels the producer.)
 """
 
 from __future__ import annotations

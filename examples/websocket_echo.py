@@ -1,6 +1,12 @@
 """A WebSocket echo with a heartbeat task in the connection's own nursery.
 
-Serve it with:  python -m triolette examples.websocket_echo:app
+Run it from the repository's root:
+
+    python -m triolette examples.websocket_echo:app
+
+Then connect a WebSocket client to ws://127.0.0.1:8000/echo (for instance, after
+`pip install websockets`: `python -m websockets ws://127.0.0.1:8000/echo`): it answers each text message with
+{"type": "echo", "text": ...} and sends {"type": "heartbeat"} every 10 s.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A real redis-server for the tests: on 127.0.0.1, on a free port, stopped by its pid.
 
-Debian's package (``apt-get install redis-server``); ``scripts/test`` installs it where it
-can. Where it is missing, ``redis_server_or_skip()`` skips with one line saying so.
+Debian's package (``apt-get install redis-server``); ``.ci/run`` installs it (as root) before
+``scripts/test``. Where it is missing, ``redis_server_or_skip()`` skips with one line saying so.
 """
 
 from __future__ import annotations

@@ -489,6 +489,25 @@ def test_lifespan_from_asyncio_reports_startup_failed() -> None:
     assert "hypercorn --worker-class trio" in sent[0]["message"]
 
 
+def test_the_refusal_under_asyncio_is_logged_first_and_once(caplog: pytest.LogCaptureFixture) -> None:
+    app = Triolette()
+
+    async def call() -> None:
+        await app(http_scope(), wait_forever, Collect())
+
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="triolette runs under trio only"):
+            asyncio.run(call())
+    records = [record for record in caplog.records if record.name == "triolette"]
+    assert [(record.levelname, record.getMessage()) for record in records] == [
+        (
+            "ERROR",
+            "triolette runs under trio only, but was called from asyncio. "
+            "Serve it with 'python -m triolette module:app' or 'hypercorn --worker-class trio module:app'.",
+        )
+    ]
+
+
 def test_called_outside_any_event_loop() -> None:
     coroutine = Triolette()(http_scope(), wait_forever, Collect())
     with pytest.raises(RuntimeError, match="called from outside any event loop"):

@@ -52,6 +52,54 @@ def test_readme_example_answers() -> None:
         assert client.get("/report").json() == ["a", "b", "c"]
 
 
+def test_the_index_leads_a_newcomer_and_links_every_page_and_the_changelog() -> None:
+    index = (ROOT / "docs" / "index.md").read_text()
+    headings = [line for line in index.splitlines() if line.startswith("## ")]
+    assert headings[:4] == ["## Installation", "## A first app", "## Running it", "## Testing it"]
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name != "index.md":
+            assert f"]({page.name})" in index, f"docs/index.md does not link {page.name}"
+    assert "](../CHANGELOG.md)" in index
+
+
+@pytest.mark.parametrize(
+    ("page", "blocks"),
+    [("requests", 4), ("responses", 5), ("routing", 5), ("endpoints", 2), ("database", 2), ("server_push", 1)],
+)
+def test_a_page_that_was_thin_or_missing_has_runnable_code(page: str, blocks: int) -> None:
+    assert len(BLOCK.findall((ROOT / "docs" / f"{page}.md").read_text())) >= blocks
+
+
+def test_every_page_recommends_python_m_triolette_and_no_install_that_fails() -> None:
+    for page in PAGES:
+        text = page.read_text()
+        assert "pip install 'triolette[" not in text, f"{page.name}: triolette is not on the package index"
+        assert "pip install triolette[" not in text, f"{page.name}: triolette is not on the package index"
+        if "hypercorn --worker-class trio" in text:
+            before = text[: text.index("hypercorn --worker-class trio")]
+            assert "python -m triolette" in before, f"{page.name} names hypercorn before python -m triolette"
+
+
+def test_every_example_is_run_with_python_m_triolette_first() -> None:
+    for example in [*(ROOT / "examples").glob("*.py"), ROOT / "examples" / "board" / "app.py"]:
+        text = example.read_text()
+        if "--worker-class" in text:
+            assert "python -m triolette" in text[: text.index("--worker-class")], example.name
+
+
+def test_migrating_names_starlette_1x_and_the_0x_apis_to_change() -> None:
+    text = (ROOT / "docs" / "migrating.md").read_text()
+    assert "triolette follows **Starlette 1.x**" in text
+    old_apis = ["on_startup", "@app.route", "@app.middleware", "add_event_handler"]
+    old_apis.append('TestClient(app, backend="asyncio")')
+    for old in old_apis:
+        assert old in text, old
+
+
+def test_testing_says_how_to_install_pytest_trio() -> None:
+    assert "pip install './triolette[test]' pytest pytest-trio" in (ROOT / "docs" / "testing.md").read_text()
+
+
 def test_migrating_lists_the_multipart_messages_that_say_more_than_starlettes() -> None:
     from triolette.formparsers import _HEADER_LIMITS
 

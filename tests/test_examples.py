@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
+import pytest
 import trio
 
-from examples import fanout, sse, streaming, websocket_echo
+from examples import database, fanout, sse, streaming, websocket_echo
 from examples.hello import app
 from tests.conftest import call
 from triolette.testclient import AsyncTestClient, TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_hello_answers() -> None:
@@ -85,3 +90,32 @@ async def test_fanout_answers_with_the_fastest_and_cancels_the_rest(autojump_clo
         assert trio.current_time() == 0.05
         assert (await client.get("/everything")).json() == ["far", "near", "very-far"]
         assert trio.current_time() == 5.05
+
+
+def test_database_example_keeps_notes_in_sqlite_through_the_thread_pool(tmp_path: Path) -> None:
+    app = database.create_app(str(tmp_path / "notes.sqlite3"))
+    with TestClient(app) as client:
+        assert client.get("/notes").json() == []
+        added = client.post("/notes", data={"text": " buy tea "})
+        assert added.status_code == 201
+        assert added.json() == {"id": 1, "text": "buy tea"}
+        assert client.post("/notes", data={"text": "  "}).status_code == 400
+    with TestClient(database.create_app(str(tmp_path / "notes.sqlite3"))) as client:  # it was written to disk
+        assert client.get("/notes").json() == [{"id": 1, "text": "buy tea"}]
+
+
+EXAMPLES = sorted(
+    path.relative_to(ROOT).as_posix()
+    for path in (ROOT / "examples").rglob("*.py")
+    if (path.name != "__init__.py" and path.parent.name == "examples") or path.name == "app.py"
+)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_says_how_to_run_it_and_is_linked_from_the_docs(example: str) -> None:
+    docstring = ast.get_docstring(ast.parse((ROOT / example).read_text()))
+    assert docstring is not None, f"{example} has no docstring"
+    module = example.removesuffix(".py").replace("/", ".")
+    assert f"python -m triolette {module}:app" in docstring, f"{example} does not say how to run it"
+    assert "http://127.0.0.1:8000/" in docstring or "ws://127.0.0.1:8000/" in docstring, f"{example}: which URL?"
+    assert f"(../{example})" in (ROOT / "docs" / "index.md").read_text(), f"docs/index.md does not link {example}"

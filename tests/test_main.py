@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import triolette
 import triolette._server
 from triolette.__main__ import build_parser, main
 
@@ -132,6 +133,60 @@ def test_a_port_in_use_is_one_line_and_exit_1(project: Path, capsys: pytest.Capt
             gc.collect()  # hypercorn leaves the socket it could not bind unclosed; let it go here
     err = capsys.readouterr().err
     assert err.startswith(f"triolette: error: could not listen on 127.0.0.1:{port}: ")
+
+
+def test_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"triolette {triolette.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("app", "suggested"),
+    [("app.py:app", "'app:app'"), ("site_app.py:app", "'site_app:app'"), ("pkg/web.py:api", "'pkg.web:api'")],
+)
+def test_a_file_name_suggests_the_module(
+    project: Path, app: str, suggested: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([app]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"triolette: error: {app!r} names a file, but the app is given as module:attribute: "
+        f"try {suggested}, from the directory that holds it\n"
+    )
+
+
+def test_a_file_name_without_an_attribute_suggests_module_colon_app(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["app.py"]) == 2
+    assert capsys.readouterr().err == (
+        "triolette: error: the app must be given as 'module:attribute' (e.g. 'app:app'), got 'app.py'\n"
+    )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_plain_function_is_refused_at_startup_in_one_line(
+    project: Path, workers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "site_plain.py").write_text("def hello(request):\n    return 'hi'\n")
+    try:
+        assert main(["site_plain:hello", "--port", "0", "--workers", workers]) == 2
+    finally:
+        sys.modules.pop("site_plain", None)
+    err = capsys.readouterr().err
+    assert err.startswith("triolette: error: 'site_plain:hello' is <function hello at ")
+    assert "which cannot be called as app(scope, receive, send): not an ASGI app" in err
+    assert err.count("\n") == 1
+
+
+def test_an_app_whose_signature_cannot_be_read_is_let_through(project: Path) -> None:
+    (project / "site_builtin.py").write_text("app = max\n")  # inspect.signature(max) raises ValueError
+    try:
+        assert triolette._server.load_app("site_builtin:app") is max
+    finally:
+        sys.modules.pop("site_builtin", None)
 
 
 def test_read_timeout_and_tls_options_reach_serve(monkeypatch: pytest.MonkeyPatch) -> None:

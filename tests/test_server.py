@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -351,3 +352,145 @@ async def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> No
                 await closed.wait()
             assert trio.current_time() - stopped_reading >= 1
         stop.set()
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_growing_waits() -> None:
+    from triolette._server import _Backoff
+
+    backoff = _Backoff(first=0.5, cap=30.0, stable_after=10.0)
+    assert [backoff.next_delay(ran_for=1.0) for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff.next_delay(ran_for=600.0) == 0.5  # after a stable run, the first wait again
+    assert backoff.next_delay(ran_for=2.0) == 1.0
+
+
+def test_how_a_worker_ended_reads_in_the_log() -> None:
+    from triolette._server import _how_it_ended
+
+    assert _how_it_ended(-9) == "was killed by SIGKILL"
+    assert _how_it_ended(1) == "exited with code 1"
+    assert _how_it_ended(-999) == "exited with code -999"
+
+
+# -- the supervisor of worker processes, with stand-in processes --------------------------------
+
+
+class StandInProcess:
+    """A worker process that 'runs' until join() and then has the exit code it was given."""
+
+    pids = iter(range(900_001, 999_999))
+
+    def __init__(self, exitcode: int, reason: str, args: tuple[Any, ...]) -> None:
+        self.pid: int | None = next(self.pids)
+        self.exitcode: int | None = None
+        self._exit = exitcode
+        self._reason = reason
+        self._report = args[-1]
+
+    def start(self) -> None:
+        if self._reason:
+            self._report.send(self._reason)
+
+    def join(self) -> None:
+        self.exitcode = self._exit
+
+
+class StandInContext:
+    """multiprocessing's spawn context, with processes that exit as told, in order."""
+
+    def __init__(self, exits: list[tuple[int, str]]) -> None:
+        self.exits = exits
+        self.started: list[StandInProcess] = []
+
+    def Pipe(self, duplex: bool) -> Any:
+        import multiprocessing
+
+        return multiprocessing.Pipe(duplex)
+
+    def Process(self, target: Any, args: tuple[Any, ...], name: str) -> StandInProcess:
+        exitcode, reason = self.exits.pop(0)
+        process = StandInProcess(exitcode, reason, args)
+        self.started.append(process)
+        return process
+
+
+@pytest.fixture
+def supervisor() -> Any:
+    from triolette._server import _Supervisor
+
+    made = _Supervisor("app:app", ServerOptions(port=0), workers=1, reload=False)
+
+    async def wait_exit(process: StandInProcess) -> None:  # in this thread: virtual time stays exact
+        await trio.lowlevel.checkpoint()
+        process.join()
+
+    made.wait_exit = wait_exit
+    yield made
+    made.close_sockets()
+
+
+async def test_the_supervisor_restarts_a_killed_worker_with_growing_waits_then_stops_on_a_fatal_exit(
+    supervisor: Any, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from triolette._server import STARTUP_FAILED_EXIT
+
+    context = StandInContext([(-9, ""), (-9, ""), (STARTUP_FAILED_EXIT, "the application's startup failed: boom")])
+    supervisor.context = context
+    with trio.fail_after(10):
+        code = await supervisor.run_generation()
+    assert code == STARTUP_FAILED_EXIT
+    assert supervisor.failure == "the application's startup failed: boom"
+    first, second, third = context.started
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        f"Worker {first.pid} was killed by SIGKILL: starting a new one in 0.5 s",
+        f"Worker {second.pid} was killed by SIGKILL: starting a new one in 1 s",
+    ]
+    assert trio.current_time() == 1.5
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert errors == [f"Worker {third.pid} exited with code {STARTUP_FAILED_EXIT}: stopping the others"]
+
+
+async def test_the_supervisor_does_not_restart_a_worker_while_stopping(
+    supervisor: Any, autojump_clock: trio.abc.Clock
+) -> None:
+    context = StandInContext([(-9, ""), (0, "")])
+    supervisor.context = context
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervisor.run_generation)
+            await trio.sleep(0.25)  # the first worker died; the second waits its 0.5 s
+            supervisor.stopping = True
+            supervisor.restart.set()
+    assert len(context.started) == 1
+    assert trio.current_time() == 0.25
+
+
+async def test_a_broken_app_under_reload_is_answered_503_at_once_with_the_reason(supervisor: Any) -> None:
+    supervisor.failure = "SyntaxError: invalid syntax (main.py, line 3)"
+    host, port = supervisor.sockets.insecure_sockets[0].getsockname()[:2]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervisor.answer_unavailable)
+            await trio.testing.wait_all_tasks_blocked()
+            for linger in (False, True):  # a client that leaves at once, then one that resets
+                rude = trio.socket.socket()
+                await rude.connect((host, port))
+                if linger:
+                    rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await rude.send(b"GET / HTTP/1.1\r\n")
+                rude.close()
+                await trio.testing.wait_all_tasks_blocked()
+            for _ in range(2):  # every request, not just the first
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    await stream.send_all(b"GET / HTTP/1.1\r\nhost: example.org\r\n\r\n")
+                    answer = b""
+                    while chunk := await stream.receive_some():
+                        answer += chunk
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+                assert b"connection: close" in head
+                assert body.decode().splitlines()[0] == (
+                    "The app cannot start: SyntaxError: invalid syntax (main.py, line 3)"
+                )
+            nursery.cancel_scope.cancel()

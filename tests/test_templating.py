@@ -126,7 +126,30 @@ def test_directory_or_env_but_not_both(template_dir: Path) -> None:
 def test_request_must_come_first(template_dir: Path) -> None:
     templates = Jinja2Templates(directory=template_dir)
     with pytest.raises(TypeError, match=r"TemplateResponse takes the request first, then the template name"):
+        templates.TemplateResponse(None, "index.html")  # type: ignore[arg-type]
+
+
+def test_the_0x_argument_order_hint_shows_the_right_call(template_dir: Path) -> None:
+    templates = Jinja2Templates(directory=template_dir)
+    with pytest.raises(TypeError) as info:
         templates.TemplateResponse("index.html", {"request": None})  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "got the template name 'index.html' first" in message
+    assert "Write TemplateResponse(request, 'index.html', context)" in message
+    assert "{'request'" not in message  # the context is not put where the template name belongs
+
+
+def test_the_0x_argument_order_answers_500_with_the_hint_on_the_debug_page(template_dir: Path) -> None:
+    templates = Jinja2Templates(directory=template_dir)
+
+    async def homepage(request: Request) -> Response:
+        return templates.TemplateResponse("index.html", {"request": request})  # type: ignore[arg-type]
+
+    app = Triolette(debug=True, routes=[Route("/", homepage)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/")
+    assert response.status_code == 500
+    assert "Write TemplateResponse(request, 'index.html', context)" in response.text
 
 
 def test_missing_template(template_dir: Path) -> None:

@@ -7,7 +7,9 @@
 - the export is a detached job on ``app.nursery``, cancelled cleanly on shutdown;
 - ``/stats`` has a deadline (``timeout=``).
 
-Serve it with ``./scripts/serve`` (or ``python -m triolette examples.board.app:app``).
+Serve it with ``./scripts/serve`` from the repository's root (or
+``python -m triolette examples.board.app:app``), then open http://127.0.0.1:8000/: sign in
+with any name, add a card, and open the board in a second private window to see it arrive.
 """
 
 from __future__ import annotations

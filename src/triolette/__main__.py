@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from triolette import __version__
+
 DESCRIPTION = """\
 Serve an ASGI app with hypercorn's trio worker.
 
@@ -20,6 +22,7 @@ the lifespan shutdown and exits 0. A second SIGINT cancels what is in flight at 
 EPILOG = """\
 examples:
   triolette main:app                          serve main.py's app on http://127.0.0.1:8000
+                                              (the module, not the file: main:app, not main.py:app)
   triolette main:app --host 0.0.0.0 --port 80 --workers 4
   triolette main:app --reload --log-level debug --access-log
 
@@ -66,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", metavar="APP", help="the app to serve, as module:attribute (e.g. main:app)")
+    parser.add_argument("--version", action="version", version=f"triolette {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port", type=_port, default=8000, help="the port to listen on; 0 picks a free one (default: %(default)s)"

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
+import inspect
 import logging
 import math
 import multiprocessing
@@ -33,6 +35,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -45,6 +48,7 @@ from triolette.types import ASGIApp
 
 if TYPE_CHECKING:
     from hypercorn.config import Config, Sockets
+    from hypercorn.logging import Logger
     from hypercorn.typing import Framework
 
     from triolette.applications import Triolette
@@ -59,6 +63,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 HYPERCORN_BACKSTOP = 5.0
 STARTUP_FAILED_EXIT = 3  # a worker's exit code when the app's startup failed
 BAD_APP_EXIT = 2  # a worker's exit code when the import string names nothing usable
+BROKEN_APP_EXIT = 4  # a worker's exit code when importing the app's module raised
 
 
 class AppImportError(Exception):
@@ -117,6 +122,7 @@ class ServerOptions:
         config.loglevel = self.log_level.upper()
         config.errorlog = "-"
         config.accesslog = "-" if self.access_log else None
+        config.logger_class = _access_logger_class()
         config.keep_alive_timeout = self.keep_alive_timeout
         config.root_path = self.root_path
         config.read_timeout = self.read_timeout  # type: ignore[assignment] # hypercorn reads any number of seconds
@@ -140,6 +146,12 @@ def _drain_bound(graceful_timeout: float | None) -> float:
     return graceful_timeout + CANCELLED_GRACE
 
 
+def _access_logger_class() -> type[Logger]:
+    from triolette._access_log import AccessLogger
+
+    return AccessLogger
+
+
 def _hypercorn_config_class() -> type[Config]:
     try:
         from hypercorn.config import Config
@@ -155,11 +167,20 @@ def load_app(path: str) -> ASGIApp:
     """Import ``"module:attribute"`` (the attribute may be dotted) and return the app it names.
 
     Raises :class:`AppImportError` with a one-line message when the module or the attribute
-    is not there; an error raised while the module itself runs propagates unchanged.
+    is not there, when ``path`` names a file (``main.py:app``), or when what it names cannot be
+    called as ``app(scope, receive, send)``; an error raised while the module itself runs
+    propagates unchanged.
     """
     module_name, sep, attribute = path.partition(":")
+    names_a_file = module_name.endswith(".py") or "/" in module_name
     if not sep or not module_name or not attribute:
-        raise AppImportError(f"the app must be given as 'module:attribute' (e.g. 'main:app'), got {path!r}")
+        example = f"{_module_of(module_name)}:app" if names_a_file else "main:app"
+        raise AppImportError(f"the app must be given as 'module:attribute' (e.g. {example!r}), got {path!r}")
+    if names_a_file:
+        raise AppImportError(
+            f"{path!r} names a file, but the app is given as module:attribute: "
+            f"try '{_module_of(module_name)}:{attribute}', from the directory that holds it"
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -177,7 +198,30 @@ def load_app(path: str) -> ASGIApp:
             raise AppImportError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(app):
         raise AppImportError(f"{path!r} is {app!r}, not an ASGI app")
+    if not _takes_scope_receive_send(app):
+        raise AppImportError(
+            f"{path!r} is {app!r}, which cannot be called as app(scope, receive, send): not an ASGI app; "
+            f"serve the application instead (e.g. app = Triolette(routes=[Route('/', endpoint)]))"
+        )
     return app  # type: ignore[no-any-return]
+
+
+def _module_of(file_name: str) -> str:
+    """The module a file name stands for: 'pkg/web.py' -> 'pkg.web'."""
+    return file_name.removesuffix(".py").strip("/").replace("/", ".")
+
+
+def _takes_scope_receive_send(app: Any) -> bool:
+    """Whether ``app`` accepts the three positional arguments of an ASGI call (True when unknown)."""
+    try:
+        signature = inspect.signature(app)
+    except (TypeError, ValueError):  # a builtin or extension callable: let the first call tell
+        return True
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
 
 
 # -- one worker: a trio run of hypercorn -----------------------------------------------------
@@ -471,7 +515,15 @@ def serve(
             f"workers={workers}{' and reload=True' if reload else ''} need the app as an import string, "
             "e.g. serve('main:app', workers=4): each worker process imports it"
         )
-    load_app(app)  # a bad import string fails here, once, with its one-line message
+    try:
+        load_app(app)  # a bad import string fails here, once, with its one-line message
+    except AppImportError:
+        raise
+    except Exception as exc:  # the module itself raised (a syntax error, say)
+        if not reload:
+            raise
+        # --reload: the supervisor answers 503 with the reason and restarts on the fix.
+        logger.error("Could not import %s: %s: %s", app, type(exc).__name__, exc)
     code = trio.run(_supervise, app, options, workers, reload)
     if code == STARTUP_FAILED_EXIT:
         raise StartupFailed("a worker's startup failed (its error is logged above)")
@@ -491,8 +543,14 @@ def configure_logging(log_level: str) -> None:
         logger.propagate = False
 
 
-def _worker_process(app_path: str, options: ServerOptions, sockets: Sockets, parent_pid: int) -> None:
-    """A worker process (spawned): import the app, serve on the parent's sockets, drain on SIGTERM."""
+def _worker_process(
+    app_path: str, options: ServerOptions, sockets: Sockets, parent_pid: int, report: Connection | None = None
+) -> None:
+    """A worker process (spawned): import the app, serve on the parent's sockets, drain on SIGTERM.
+
+    When the app cannot be imported or started, the one-line reason goes to ``report`` (the
+    supervisor answers requests with it while ``--reload`` waits for a fix), then the worker exits.
+    """
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # a terminal's Ctrl+C goes to the parent, which tells each worker once
     configure_logging(options.log_level)
@@ -500,17 +558,76 @@ def _worker_process(app_path: str, options: ServerOptions, sockets: Sockets, par
         sock.listen(_hypercorn_config_class().backlog)
     try:
         app = load_app(app_path)
-        trio.run(partial(serve_in_trio, app, options, sockets=sockets, parent_pid=parent_pid))
     except AppImportError as exc:
         logger.error("%s", exc)
+        _report(report, str(exc))
         sys.exit(BAD_APP_EXIT)
+    except Exception as exc:  # the app's module raised as it was imported: a syntax error while reloading, say
+        line = f"{type(exc).__name__}: {exc}"
+        logger.error("Could not import %s: %s", app_path, line, exc_info=exc)
+        _report(report, line)
+        sys.exit(BROKEN_APP_EXIT)
+    try:
+        trio.run(partial(serve_in_trio, app, options, sockets=sockets, parent_pid=parent_pid))
     except StartupFailed as exc:
         logger.error("Application startup failed: %s", exc, exc_info=exc.__cause__)
+        _report(report, f"the application's startup failed: {exc}")
         sys.exit(STARTUP_FAILED_EXIT)
 
 
+def _report(report: Connection | None, line: str) -> None:
+    """Tell the supervisor, in one line, why this worker cannot run the app."""
+    if report is not None:
+        with contextlib.suppress(OSError):  # the supervisor is gone: nobody to tell
+            report.send(" ".join(line.split()))
+            report.close()
+
+
+class _Backoff:
+    """How long to wait before restarting a worker that died (sans-IO; one per worker slot).
+
+    A death after a stable run (``stable_after`` seconds or more) waits ``first`` seconds;
+    each death sooner than that doubles the wait, up to ``cap``.
+    """
+
+    def __init__(self, first: float = 0.5, cap: float = 30.0, stable_after: float = 10.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.stable_after = stable_after
+        self.quick_deaths = 0
+
+    def next_delay(self, ran_for: float) -> float:
+        if ran_for >= self.stable_after:
+            self.quick_deaths = 0
+        delay = min(self.cap, self.first * 2.0**self.quick_deaths)
+        self.quick_deaths += 1
+        return delay
+
+
+def _read_reason(reader: Connection) -> str:
+    """What an exited worker reported on its pipe ("" if nothing), then close the pipe."""
+    with reader:
+        try:
+            return str(reader.recv()) if reader.poll() else ""
+        except (EOFError, OSError):  # it died without a word
+            return ""
+
+
+def _how_it_ended(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"
+
+
+# A worker's exit codes that restarting it cannot mend: they stop the server (or, with reload,
+# wait for the next change).
+_FATAL_EXITS = (BAD_APP_EXIT, STARTUP_FAILED_EXIT, BROKEN_APP_EXIT)
+
+
 class _Supervisor:
-    """The parent of the worker processes: starts them, passes signals on, restarts on changes."""
+    """The parent of the worker processes: starts them, passes signals on, restarts them when
+    they die (with backoff) or when the source changes (``reload``)."""
 
     def __init__(self, app_path: str, options: ServerOptions, workers: int, reload: bool) -> None:
         self.app_path = app_path
@@ -520,9 +637,10 @@ class _Supervisor:
         self.config = options.hypercorn_config()
         self.sockets = self.config.create_sockets()
         self.context = multiprocessing.get_context("spawn")
-        self.processes: list[BaseProcess] = []
+        self.processes: dict[int, BaseProcess] = {}  # by worker slot
         self.stopping = False
         self.restart = trio.Event()
+        self.failure = ""  # the one-line reason the last generation could not run
 
     def announce(self) -> None:
         from hypercorn.utils import repr_socket_addr
@@ -531,19 +649,20 @@ class _Supervisor:
             where = repr_socket_addr(sock.family, sock.getsockname())
             logger.info("Serving on http://%s with %d worker process(es)", where, self.workers)
 
-    def start_workers(self) -> None:
-        self.processes = []
-        for _ in range(self.workers):
-            process = self.context.Process(
-                target=_worker_process,
-                args=(self.app_path, self.options, self.sockets, os.getpid()),
-                name="triolette-worker",
-            )
-            process.start()
-            self.processes.append(process)
+    def start_worker(self, slot: int) -> tuple[BaseProcess, Connection]:
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_worker_process,
+            args=(self.app_path, self.options, self.sockets, os.getpid(), writer),
+            name="triolette-worker",
+        )
+        process.start()
+        writer.close()  # the worker holds its own copy
+        self.processes[slot] = process
+        return process, reader
 
     def signal_workers(self, signum: int) -> None:
-        for process in self.processes:
+        for process in self.processes.values():
             if process.pid is not None and process.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):  # it exited between the check and the kill
                     os.kill(process.pid, signum)
@@ -570,10 +689,11 @@ class _Supervisor:
                     self.signal_workers(signal.SIGINT)
 
     async def watch_files(self) -> None:
-        before = await trio.to_thread.run_sync(_source_mtimes)
+        app_file = _module_file(self.app_path)
+        before = await trio.to_thread.run_sync(_source_mtimes, app_file)
         while True:
             await trio.sleep(1)
-            now = await trio.to_thread.run_sync(_source_mtimes)
+            now = await trio.to_thread.run_sync(_source_mtimes, app_file)
             changed = sorted(str(path) for path in now if before.get(path) != now[path])
             before = now
             if changed and not self.stopping:
@@ -581,36 +701,99 @@ class _Supervisor:
                 self.signal_workers(signal.SIGTERM)
                 self.restart.set()
 
+    async def wait_exit(self, process: BaseProcess) -> None:
+        await trio.to_thread.run_sync(process.join, abandon_on_cancel=True)
+
     async def run_generation(self) -> int:
-        """Start the workers and wait for all of them; the first bad exit code stops the others."""
-        self.start_workers()
+        """Run the workers until a stop or a restart; returns the exit code of a worker that
+        could not run the app (which stops the others), or 0."""
+        self.processes = {}
+        self.failure = ""
         code = 0
-        async with trio.open_nursery() as nursery:
-            done, exits = trio.open_memory_channel[BaseProcess](math.inf)
-            for process in self.processes:
-                nursery.start_soon(_join, process, done)
-            for _ in self.processes:
-                process = await exits.receive()
-                exitcode = process.exitcode or 0
-                if not self.stopping and not self.restart.is_set():
-                    logger.error("Worker %s exited with code %s: stopping the others", process.pid, exitcode)
-                    code = code or exitcode or 1
+
+        async def keep(slot: int) -> None:
+            nonlocal code
+            backoff = _Backoff()
+            while True:
+                process, reader = self.start_worker(slot)
+                started = trio.current_time()
+                await self.wait_exit(process)
+                reason = _read_reason(reader)
+                if self.restart.is_set():  # stopping, reloading, or another worker failed
+                    return
+                if process.exitcode in _FATAL_EXITS:
+                    logger.error("Worker %s exited with code %s: stopping the others", process.pid, process.exitcode)
+                    code, self.failure = process.exitcode or 1, reason
                     self.restart.set()
                     self.signal_workers(signal.SIGTERM)
+                    return
+                delay = backoff.next_delay(trio.current_time() - started)
+                logger.warning(
+                    "Worker %s %s: starting a new one in %g s", process.pid, _how_it_ended(process.exitcode), delay
+                )
+                with trio.move_on_after(delay):
+                    await self.restart.wait()
+                if self.restart.is_set():
+                    return
+
+        async with trio.open_nursery() as nursery:
+            for slot in range(self.workers):
+                nursery.start_soon(keep, slot)
         return code
 
+    async def answer_unavailable(self) -> None:
+        """While the app cannot run (``reload``), answer every connection at once with a 503
+        that gives the reason in one line, then close it."""
+        reason = self.failure or "a worker could not start the app (see the log)"
+        body = f"The app cannot start: {reason}\nFix it and save: the server restarts on the change.\n".encode()
+        response = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\n\r\n%s" % (len(body), body)
+        )
+        async with trio.open_nursery() as nursery:
+            for sock in self.sockets.insecure_sockets:
+                sock.listen(self.config.backlog)  # listening already, unless no worker ever started
+                nursery.start_soon(_answer_every_connection, sock, response)
 
-async def _join(process: BaseProcess, done: trio.MemorySendChannel[BaseProcess]) -> None:
-    await trio.to_thread.run_sync(process.join, abandon_on_cancel=True)
-    await done.send(process)
+
+async def _answer_every_connection(sock: socket.socket, response: bytes) -> None:
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock.dup()))  # closing it keeps ``sock``
+    async with listener, trio.open_nursery() as nursery:
+        while True:
+            stream = await listener.accept()
+            nursery.start_soon(_answer_once, stream, response)
 
 
-def _source_mtimes() -> dict[Path, float]:
-    """Modification times of the imported modules' files under the current directory."""
+async def _answer_once(stream: trio.SocketStream, response: bytes) -> None:
+    async with stream:
+        # A client that resets the connection or sends nothing for 5 s gets nothing more.
+        with trio.move_on_after(5), contextlib.suppress(trio.BrokenResourceError):
+            head = b""  # read the request head first, so that closing does not reset the connection
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                head += chunk
+            await stream.send_all(response)
+
+
+def _module_file(app_path: str) -> Path | None:
+    """The file of the app's module, found without running it (so also when it cannot import)."""
+    try:
+        spec = importlib.util.find_spec(app_path.partition(":")[0])
+    except (ImportError, ValueError):  # a parent package that cannot be imported
+        return None
+    origin = spec.origin if spec is not None else None
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+def _source_mtimes(app_file: Path | None = None) -> dict[Path, float]:
+    """Modification times of the imported modules' files under the current directory, and of
+    the app's own module file (which is not imported while it is broken)."""
     here = Path.cwd()
     found: dict[Path, float] = {}
-    for module in list(sys.modules.values()):
-        filename = getattr(module, "__file__", None)
+    filenames = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
+    for filename in [*filenames, app_file]:
         if not filename:
             continue
         path = Path(filename)
@@ -636,18 +819,21 @@ async def _supervise(app_path: str, options: ServerOptions, workers: int, reload
                 code = await supervisor.run_generation()
                 if supervisor.stopping or not reload:
                     break
-                if code:  # a crash while reloading (a syntax error?): wait for the next change
+                if code:  # the app cannot run (a syntax error?): answer 503 until the next change
                     supervisor.restart = trio.Event()
-                    logger.info("Waiting for a change to restart")
-                    await supervisor.restart.wait()
+                    logger.info("Waiting for a change to restart; until then every request gets 503")
+                    async with trio.open_nursery() as unavailable:
+                        unavailable.start_soon(supervisor.answer_unavailable)
+                        await supervisor.restart.wait()
+                        unavailable.cancel_scope.cancel(reason="restarting")
                     if supervisor.is_stopping():
                         break
             nursery.cancel_scope.cancel(reason="workers stopped")
     finally:
         supervisor.close_sockets()
-        if any(process.exitcode is None for process in supervisor.processes):  # the supervisor failed
+        if any(process.exitcode is None for process in supervisor.processes.values()):  # the supervisor failed
             supervisor.signal_workers(signal.SIGTERM)
             with trio.CancelScope(shield=True), trio.move_on_after(_drain_bound(options.graceful_timeout) + 5):
-                for process in supervisor.processes:
+                for process in supervisor.processes.values():
                     await trio.to_thread.run_sync(process.join)
     return 0 if reload else code

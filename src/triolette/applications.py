@@ -8,6 +8,7 @@ drains in-flight requests before it leaves the lifespan context (DESIGN.md invar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ParamSpec, TypeVar
@@ -80,6 +81,7 @@ class Triolette:
     _nursery: trio.Nursery | None = None
     _idle: trio.Event | None = None
     _on_trio = False
+    _refusal_logged = False  # the asyncio refusal has been logged (once per app)
 
     def __init__(
         self: AppType,
@@ -305,6 +307,11 @@ class Triolette:
             f"triolette runs under trio only, but was called from {library or 'outside any event loop'}. "
             "Serve it with 'python -m triolette module:app' or 'hypercorn --worker-class trio module:app'."
         )
+        # The server's log shows the error as the last line of a long traceback, if at all: say
+        # it first, in one line of our own (once per app).
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            logging.getLogger("triolette").error("%s", error)
         if scope["type"] == "lifespan":
             message = await receive()
             if message["type"] == "lifespan.startup":

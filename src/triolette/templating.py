@@ -113,10 +113,7 @@ class Jinja2Templates:
         The request comes first, as in Starlette 1.x.
         """
         if not isinstance(request, Request):
-            raise TypeError(
-                f"TemplateResponse takes the request first, then the template name: "
-                f"TemplateResponse(request, {name!r}, context); got {request!r} as the request"
-            )
+            raise TypeError(_argument_order_hint(request, name))
         context = dict(context or {})
         context.setdefault("request", request)
         for processor in self.context_processors:
@@ -129,6 +126,21 @@ class Jinja2Templates:
             media_type=media_type,
             background=background,
         )
+
+
+def _argument_order_hint(request: object, name: object) -> str:
+    """Why a TemplateResponse call without a request first is wrong, and the call to write instead."""
+    if isinstance(request, str):  # Starlette 0.x's order: TemplateResponse(name, context)
+        return (
+            f"TemplateResponse takes the request first, then the template name, then the context "
+            f"(Starlette 1.x); got the template name {request!r} first. "
+            f"Write TemplateResponse(request, {request!r}, context), "
+            f"where context is the dict you passed (it no longer needs 'request' in it)"
+        )
+    return (
+        f"TemplateResponse takes the request first, then the template name, then the context: "
+        f"TemplateResponse(request, {name!r}, context); got {request!r} as the request"
+    )
 
 
 @jinja2.pass_context

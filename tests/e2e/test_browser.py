@@ -34,7 +34,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
         CHROMIUM is None or CHROMEDRIVER is None,
-        reason="no headless browser: install Debian's chromium and chromium-driver (./scripts/test does, as root)",
+        reason="no headless browser: apt-get install chromium chromium-driver to run it (.ci/run does, as root)",
     ),
 ]
 

@@ -191,7 +191,12 @@ async def test_a_bad_app_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
 async def test_reload_restarts_the_worker_when_a_source_file_changes(tmp_path: Path) -> None:
     async with triolette(tmp_path, "--reload") as server, httpx.AsyncClient() as client:
         await server.wait_serving()
-        await trio.sleep(1.5)  # the first worker is up and the watcher has its snapshot
+        # The worker's own line too, not just the parent's: a change made while the worker starts
+        # kills it before it handles signals, and the test would wait for a line that never comes.
+        with trio.fail_after(15):
+            while server.stderr.count("Serving on http://127.0.0.1") < 2:  # noqa: ASYNC110 - another process logs it
+                await trio.sleep(0.05)
+        await trio.sleep(1.5)  # the watcher has its snapshot
         source = trio.Path(tmp_path / "e2e_app.py")
         await source.write_text(await source.read_text() + "\n# changed\n")
         with trio.fail_after(15):

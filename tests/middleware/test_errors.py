@@ -166,6 +166,59 @@ def test_html_for_an_exception_without_traceback() -> None:
     assert text == "ValueError: never raised\n"
 
 
+def asyncio_only_app() -> Triolette:
+    import asyncio
+
+    async def sleeps(request: Request) -> Response:
+        await asyncio.sleep(1)
+        raise AssertionError("unreachable under trio")  # pragma: no cover
+
+    async def current_task(request: Request) -> Response:
+        asyncio.current_task()
+        raise AssertionError("unreachable under trio")  # pragma: no cover
+
+    return Triolette(debug=True, routes=[Route("/sleep", sleeps), Route("/task", current_task)])
+
+
+@pytest.mark.parametrize("path", ["/sleep", "/task"])
+def test_no_running_event_loop_escaping_an_endpoint_says_triolette_runs_on_trio(path: str) -> None:
+    import traceback
+
+    from triolette.middleware.errors import _ASYNCIO_ONLY_NOTE
+
+    with TestClient(asyncio_only_app()) as client, pytest.raises(RuntimeError, match="no running event loop") as info:
+        client.get(path)
+    assert info.value.__notes__ == [_ASYNCIO_ONLY_NOTE]
+    logged = "".join(traceback.format_exception(info.value))  # what the server's error log prints
+    assert logged.endswith(f"RuntimeError: no running event loop\n{_ASYNCIO_ONLY_NOTE}\n")
+    assert "triolette runs on trio, not asyncio" in _ASYNCIO_ONLY_NOTE
+    assert "Use trio or anyio, or a trio-compatible client; see docs/database.md" in _ASYNCIO_ONLY_NOTE
+
+
+def test_no_running_event_loop_on_the_debug_page_says_triolette_runs_on_trio() -> None:
+    from triolette.middleware.errors import _ASYNCIO_ONLY_NOTE
+
+    client = client_for(asyncio_only_app())
+    text = client.get("/sleep")
+    assert text.status_code == 500
+    assert f"RuntimeError: no running event loop\n{_ASYNCIO_ONLY_NOTE}\n" in text.text
+    page = client.get("/sleep", headers={"accept": "text/html"})
+    assert page.status_code == 500
+    assert '<p class="note">triolette runs on trio, not asyncio: ' in page.text
+
+
+def test_the_asyncio_note_is_added_once_and_only_to_event_loop_errors() -> None:
+    from triolette.middleware.errors import _explain_asyncio_only_code
+
+    error = RuntimeError("There is no current event loop in thread 'MainThread'.")
+    _explain_asyncio_only_code(error)
+    _explain_asyncio_only_code(error)  # a mounted app's middleware sees it again
+    assert len(error.__notes__) == 1
+    other = RuntimeError("something else")
+    _explain_asyncio_only_code(other)
+    assert not hasattr(other, "__notes__")
+
+
 def test_500_handler_is_called_even_when_the_response_had_started() -> None:
     seen: list[str] = []
 

@@ -46,6 +46,27 @@ h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1rem; color: #6e6e73; }}
 """
 
 
+_ASYNCIO_ONLY_NOTE = (
+    "triolette runs on trio, not asyncio: this is asyncio-only code (asyncio.sleep, asyncio.current_task, "
+    "or a client built on asyncio such as asyncpg, aiosqlite or databases). Use trio or anyio, or a "
+    "trio-compatible client; see docs/database.md for databases that work."
+)
+_NO_LOOP_MESSAGES = ("no running event loop", "There is no current event loop")
+
+
+def _explain_asyncio_only_code(exc: BaseException) -> None:
+    """Add a note to asyncio's "no running event loop" error: what it means under trio, and the fix.
+
+    The note is printed with the traceback, in the server's error log and on the debug page.
+    """
+    if (
+        isinstance(exc, RuntimeError)
+        and any(message in str(exc) for message in _NO_LOOP_MESSAGES)
+        and _ASYNCIO_ONLY_NOTE not in getattr(exc, "__notes__", ())
+    ):
+        exc.add_note(_ASYNCIO_ONLY_NOTE)
+
+
 class ServerErrorMiddleware:
     """Answers an unhandled exception with a 500 (a traceback page with ``debug=True``), then re-raises it.
 
@@ -68,6 +89,7 @@ class ServerErrorMiddleware:
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
+            _explain_asyncio_only_code(exc)
             # The handler runs for every unhandled exception (it may log or report it); its
             # response is sent only if the app had not started one.
             response = await self.build_response(Request(scope), exc)
@@ -113,7 +135,8 @@ class ServerErrorMiddleware:
             self.generate_frame_html(frame, is_collapsed=i != len(frames) - 1) for i, frame in enumerate(frames)
         )
         title = html.escape(f"{type(exc).__name__}: {exc}")
-        return _PAGE.format(title=title, frames=frames_html)
+        notes = "".join(f'<p class="note">{html.escape(str(note))}</p>' for note in getattr(exc, "__notes__", ()))
+        return _PAGE.format(title=title, frames=notes + frames_html)
 
     def generate_plain_text(self, exc: BaseException) -> str:
         return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
