@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -11,6 +12,8 @@ import trio
 import trio.testing
 
 from triolette import sse
+from triolette._scope import get_request_scope
+from triolette._testing import LifespanRunner
 from triolette.applications import Triolette
 from triolette.middleware import Middleware
 from triolette.middleware.gzip import GZipMiddleware
@@ -451,3 +454,165 @@ def test_the_test_client_reads_events_as_they_come() -> None:
         lines = response.iter_lines()
         assert [next(lines) for _ in range(6)] == ["id: 1", "data: one", "", "id: 2", "data: two", ""]
     assert closed == ["finally ran"]
+
+
+# -- streams of an app whose lifespan runs: one ping task for them all ----------------------------
+
+
+@contextlib.asynccontextmanager
+async def lifespan_running(app: Triolette) -> AsyncIterator[trio.Nursery]:
+    runner = LifespanRunner(app)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await runner.startup()
+        yield nursery
+        await runner.shutdown()
+
+
+async def test_with_a_running_lifespan_one_task_pings_every_stream(autojump_clock: trio.abc.Clock) -> None:
+    async def source(request: Request) -> AsyncIterator[str]:
+        n = int(request.query_params["n"])
+        yield f"hello {n}"
+        await trio.sleep(10 * n)
+        yield f"late {n}"
+        await trio.sleep(48 - 10 * n)
+
+    app = sse_app(source, ping=15)
+    clients = [Client() for _ in range(3)]
+    with trio.fail_after(200):
+        async with lifespan_running(app), trio.open_nursery() as nursery:
+            for n, client in enumerate(clients):
+                nursery.start_soon(app, http_scope("/events", query=f"n={n}".encode()), client.receive, client.send)
+            await trio.sleep(1)
+            assert len(app.nursery.child_tasks) == 1  # the shared ping task, whatever the number of streams
+    # Each stream: a ping ping seconds after its own last send, never in between.
+    assert [time for time, _ in clients[0].chunks] == [0, 0, 15, 30, 45]
+    assert [time for time, _ in clients[1].chunks] == [0, 10, 25, 40]
+    assert [time for time, _ in clients[2].chunks] == [0, 15, 20, 35]
+    assert all(client.ended for client in clients)
+    assert clients[2].chunks[-1] == (35, b": ping\r\n")
+
+
+async def test_with_a_running_lifespan_a_client_that_does_not_read_holds_up_only_its_own_pings(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def source(request: Request) -> AsyncIterator[str]:
+        yield "first"
+        await trio.sleep(100)
+
+    app = sse_app(source, ping=15, send_timeout=None)
+    stuck, reading = Client(reads=False), Client()
+    with trio.fail_after(200):
+        async with lifespan_running(app), trio.open_nursery() as nursery:
+            nursery.start_soon(app, http_scope("/events"), stuck.receive, stuck.send)
+            nursery.start_soon(app, http_scope("/events"), reading.receive, reading.send)
+            await trio.sleep(50)
+            stuck.gone.set()
+            reading.gone.set()
+    assert [time for time, _ in stuck.chunks] == [0]
+    assert [time for time, _ in reading.chunks] == [0, 15, 30, 45]
+
+
+async def test_with_a_running_lifespan_draining_ends_every_stream_cleanly(autojump_clock: trio.abc.Clock) -> None:
+    closed: list[float] = []
+
+    async def source(request: Request) -> AsyncIterator[str]:
+        try:
+            yield "first"
+            await trio.sleep_forever()
+        finally:
+            closed.append(trio.current_time())
+
+    app = sse_app(source, ping=15)
+    clients = [Client() for _ in range(3)]
+    with trio.fail_after(200):
+        async with lifespan_running(app), trio.open_nursery() as nursery:
+            for client in clients[:2]:
+                nursery.start_soon(app, http_scope("/events"), client.receive, client.send)
+            await trio.sleep(20)
+            await app.drain(60)
+            # A stream that starts while the app drains stops at once, before its source yields.
+            await app(http_scope("/events"), clients[2].receive, clients[2].send)
+    assert closed == [20, 20, 20]
+    assert all(client.ended for client in clients)
+    assert [time for time, _ in clients[0].chunks] == [0, 15]
+    assert clients[2].text == ""
+
+
+async def test_with_a_running_lifespan_the_ping_task_ends_with_the_last_stream(autojump_clock: trio.abc.Clock) -> None:
+    async def source(request: Request) -> AsyncIterator[str]:
+        yield "only"
+        await trio.sleep(float(request.query_params["s"]))
+
+    app = sse_app(source, ping=15)
+    first, second = Client(), Client()
+    with trio.fail_after(100):
+        async with lifespan_running(app):
+            await app(http_scope("/events", query=b"s=1"), first.receive, first.send)
+            await trio.testing.wait_all_tasks_blocked()
+            pings = sse._running_pings[app.nursery]
+            assert (pings._heap, pings.live, len(app.nursery.child_tasks)) == ([], 0, 0)  # no task left behind
+            await app(http_scope("/events", query=b"s=20"), second.receive, second.send)  # starts it again
+            assert [time for time, _ in second.chunks] == [1, 16]
+            await trio.testing.wait_all_tasks_blocked()
+            assert (pings._heap, pings.live, len(app.nursery.child_tasks)) == ([], 0, 0)
+    assert first.ended
+    assert second.ended
+
+
+async def test_with_a_running_lifespan_no_pings_when_ping_is_none(autojump_clock: trio.abc.Clock) -> None:
+    async def source(request: Request) -> AsyncIterator[str]:
+        await trio.sleep(100)
+        yield "late"
+
+    app = sse_app(source, ping=None)
+    client = Client()
+    with trio.fail_after(200):
+        async with lifespan_running(app):
+            await app(http_scope("/events"), client.receive, client.send)
+            assert sse._running_pings[app.nursery]._heap == []
+    assert client.chunks == [(100, b"data: late\r\n\r\n")]
+
+
+async def test_on_its_own_without_ping_it_starts_no_task(autojump_clock: trio.abc.Clock) -> None:
+    async def source() -> AsyncIterator[str]:
+        await trio.sleep(10)
+        yield "late"
+
+    tasks: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def count_tasks() -> None:
+            await trio.sleep(5)
+            rs = get_request_scope(scope)
+            assert rs is not None
+            tasks.append(len(rs.nursery.child_tasks))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_tasks)
+            await EventSourceResponse(source(), ping=None)(scope, receive, send)
+
+    client = Client()
+    with trio.fail_after(100):
+        await app(http_scope("/events"), client.receive, client.send)
+    assert client.chunks == [(10, b"data: late\r\n\r\n")]
+    assert tasks == [1]  # the disconnect watcher only: no ping task
+
+
+async def test_with_a_running_lifespan_a_shorter_ping_started_later_comes_first(autojump_clock: trio.abc.Clock) -> None:
+    async def source(request: Request) -> AsyncIterator[str]:
+        yield "hello"
+        await trio.sleep(float(request.query_params["s"]))
+
+    async def events(request: Request) -> Response:
+        return EventSourceResponse(source(request), ping=float(request.query_params["ping"]))
+
+    app = Triolette(routes=[Route("/events", events)])
+    slow, fast = Client(), Client()
+    with trio.fail_after(100):
+        async with lifespan_running(app), trio.open_nursery() as nursery:
+            nursery.start_soon(app, http_scope("/events", query=b"ping=30&s=5"), slow.receive, slow.send)
+            await trio.sleep(1)
+            nursery.start_soon(app, http_scope("/events", query=b"ping=10&s=35"), fast.receive, fast.send)
+    assert [time for time, _ in slow.chunks] == [0]  # ended at 5, before its first ping was due at 30
+    assert [time for time, _ in fast.chunks] == [1, 11, 21, 31]

@@ -278,11 +278,13 @@ class _Connection:
             try:
                 data = sock.recv(MAX_RECV)
             except BlockingIOError:
+                data = None  # wait outside the handler: an idle connection keeps no exception alive
+            except OSError:  # reset by the peer, or closed here
+                break
+            if data is None:
                 streak = 0
                 if await self._wait_readable():
                     continue
-                break
-            except OSError:  # reset by the peer, or closed here
                 break
             if not data:
                 break
@@ -438,15 +440,17 @@ class _Server:
             try:
                 sock, address = listener.accept()
             except BlockingIOError:
-                streak = 0
-                await trio.lowlevel.wait_readable(listener)
-                continue
+                sock = None  # wait outside the handler, which would keep the exception alive
             except OSError as exc:
                 if exc.errno not in CAPACITY_ERRNOS:
                     continue  # ECONNABORTED and the like: that client is gone already
                 logger.error("accept() failed: %s; retrying in 0.1 s", exc)  # pragma: no cover - needs fd exhaustion
                 await trio.sleep(0.1)  # pragma: no cover
                 continue  # pragma: no cover
+            if sock is None:
+                streak = 0
+                await trio.lowlevel.wait_readable(listener)
+                continue
             handlers.start_soon(self.serve_connection, sock, address)
             streak += 1
             if streak == STREAK:

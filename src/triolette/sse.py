@@ -14,9 +14,12 @@ functions with no I/O (``encode_event``, ``encode_comment``). The response strea
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 import re
+import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import Any
 
@@ -208,10 +211,15 @@ class EventSourceResponse(Response):
         rs.send_timeout = self.send_timeout
         rs.asgi_scope[EVENT_STREAM_KEY] = True  # the inspector lists it among the event streams
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        stream = _EventStream(rs, send, self.sep)
-        draining: trio.Event | None = getattr(scope.get("app"), "draining", None)
+        stream = _EventStream(rs, send, self.sep, self.ping)
+        app = scope.get("app")
+        draining: trio.Event | None = getattr(app, "draining", None)
+        pings = _shared_pings(app, draining)
         keep_alive = trio.CancelScope()
-        rs.nursery.start_soon(stream.keep_alive, keep_alive, self.ping, draining)
+        if pings is not None:
+            pings.add(stream)
+        elif self.ping is not None or draining is not None:
+            rs.nursery.start_soon(stream.keep_alive, keep_alive, draining)
         try:
             with stream.source_scope:
                 async with aclosing_if_closable(self.body_iterator) as events:
@@ -221,32 +229,52 @@ class EventSourceResponse(Response):
                             return
         finally:
             keep_alive.cancel(reason="event stream ended")
+            stream.end()
         if not rs.disconnected:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            async with stream.lock:  # after a ping that is being written, if one is
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class _EventStream:
     """One stream's sends, serialised between the source and the pings, and when the last was."""
 
-    def __init__(self, rs: RequestScope, send: Send, sep: str) -> None:
+    __slots__ = ("_send", "ended", "entry", "last_send", "lock", "ping", "ping_comment", "rs", "source_scope")
+
+    def __init__(self, rs: RequestScope, send: Send, sep: str, ping: float | None) -> None:
         self.rs = rs
         self._send = send
+        self.ping = ping
         self.lock = trio.Lock()
         self.last_send = trio.current_time()
         self.source_scope = trio.CancelScope()
         self.ping_comment = encode_comment("ping", sep).encode()
+        self.ended = False
+        self.entry: list[Any] | None = None  # its place in the app's ping heap, if it has one
 
     async def send(self, chunk: bytes) -> bool:
         """Send ``chunk``; False once the client has gone (with ``cancel_on_disconnect=False``)."""
         async with self.lock:
-            if self.rs.disconnected:
+            if self.rs.disconnected or self.ended:
                 return False
             await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
             self.last_send = trio.current_time()
         return True
 
-    async def keep_alive(self, scope: trio.CancelScope, ping: float | None, draining: trio.Event | None) -> None:
-        """Ping after ``ping`` seconds without a send; stop the source when the application drains."""
+    def end(self) -> None:
+        self.ended = True
+        if self.entry is not None:
+            self.entry[3].remove(self.entry)
+            self.entry = None
+
+    async def ping_once(self, pings: _Pings) -> None:
+        """One ping, in a task of the request; then the next one is due ``ping`` seconds on."""
+        if await self.send(self.ping_comment) and not self.ended:
+            pings.add(self)
+
+    async def keep_alive(self, scope: trio.CancelScope, draining: trio.Event | None) -> None:
+        """Ping after ``ping`` seconds without a send; stop the source when the application drains.
+        (A stream's own task, for an app without a running lifespan; see ``_Pings``.)"""
+        ping = self.ping
         with scope:
             while True:
                 due = math.inf if ping is None else self.last_send + ping
@@ -261,3 +289,96 @@ class _EventStream:
                     continue  # something was sent meanwhile: the ping is due later
                 if not await self.send(self.ping_comment):
                     return
+
+
+class _Pings:
+    """The pings and the drain stop of every event stream of one running app, from one task
+    in ``app.nursery`` instead of one task per stream: a heap of ``[due, order, stream]``.
+
+    A stream is in the heap while it waits for its next ping. When that is due and nothing
+    was sent meanwhile, a short task of the stream's request writes the ping (a client that
+    does not read holds up only its own stream) and puts the stream back. The task runs
+    while some stream waits for a ping, and is started again by the next one.
+    """
+
+    __slots__ = ("_heap", "_order", "_running", "_wait", "draining", "live", "nursery")
+
+    def __init__(self, draining: trio.Event, nursery: trio.Nursery) -> None:
+        self.draining = draining
+        self.nursery = nursery
+        self.live = 0  # heap entries that still hold a stream
+        self._heap: list[list[Any]] = []
+        self._order = itertools.count()
+        self._wait: trio.CancelScope | None = None
+        self._running = False
+
+    def add(self, stream: _EventStream) -> None:
+        if self.draining.is_set():
+            stream.source_scope.cancel(reason="server shutting down")
+            return
+        if stream.ping is None:
+            return
+        due = stream.last_send + stream.ping
+        stream.entry = entry = [due, next(self._order), stream, self]
+        heapq.heappush(self._heap, entry)
+        self.live += 1
+        if not self._running:
+            self._running = True
+            self.nursery.start_soon(self.run)
+        elif self._wait is not None and due < self._wait.deadline:
+            self._wait.deadline = due
+
+    def remove(self, entry: list[Any]) -> None:
+        """A stream ended: the heap lets go of it (and its request) now."""
+        entry[2] = None
+        self.live -= 1
+        if self.live == 0 and self._wait is not None:
+            self._wait.cancel(reason="no event stream left")
+
+    async def run(self) -> None:
+        heap = self._heap
+        while self.live:
+            with trio.CancelScope(deadline=heap[0][0]) as self._wait:
+                await self.draining.wait()
+                self._stop_all()
+                break
+            self._wait = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                stream = heapq.heappop(heap)[2]
+                if stream is not None:  # None: that stream has ended
+                    self._due(stream, now)
+        heap.clear()
+        self._wait = None
+        self._running = False
+
+    def _due(self, stream: _EventStream, now: float) -> None:
+        self.live -= 1
+        stream.entry = None
+        if now < stream.last_send + stream.ping:  # type: ignore[operator]  # in the heap: it pings
+            self.add(stream)  # something was sent meanwhile: the ping is due later
+        else:
+            stream.rs.nursery.start_soon(stream.ping_once, self)
+
+    def _stop_all(self) -> None:
+        while self._heap:
+            stream = heapq.heappop(self._heap)[2]
+            if stream is not None:
+                stream.entry = None
+                stream.source_scope.cancel(reason="server shutting down")
+        self.live = 0
+
+
+_running_pings: weakref.WeakKeyDictionary[trio.Nursery, _Pings] = weakref.WeakKeyDictionary()
+
+
+def _shared_pings(app: object, draining: trio.Event | None) -> _Pings | None:
+    """The app's shared pings, or None when the app has no running lifespan (``app.nursery``)
+    to hold their task: then each stream has a task of its own."""
+    nursery = getattr(app, "_nursery", None)
+    if not isinstance(nursery, trio.Nursery) or draining is None:
+        return None
+    pings = _running_pings.get(nursery)
+    if pings is None:
+        pings = _running_pings[nursery] = _Pings(draining, nursery)
+    return pings

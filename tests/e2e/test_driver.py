@@ -8,6 +8,7 @@ the h2 library for h2c by upgrade, wsproto for WebSockets. Every wait is bounded
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -329,6 +330,19 @@ async def test_an_idle_keep_alive_connection_closes_after_keep_alive_timeout() -
         answered = trio.current_time()
         assert await read_until_closed(stream, 5) == b""
         assert 0.4 <= trio.current_time() - answered < 3
+
+
+async def test_an_idle_connection_keeps_no_exception_alive_while_it_waits() -> None:
+    # The read loop waits for data outside its ``except BlockingIOError`` block: waiting inside
+    # it kept the exception and its traceback alive on every idle connection (idle SSE streams).
+    async with serving(make_app()) as (_, _, connect):
+        stream = await connect()
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await read_response(stream, b"hello")
+        await trio.testing.wait_all_tasks_blocked()
+        alive = gc.get_objects()
+        assert any(type(obj).__name__ == "_Connection" for obj in alive)  # the connection is idle, not gone
+        assert [obj for obj in alive if isinstance(obj, BlockingIOError)] == []
 
 
 @pytest.mark.parametrize(
