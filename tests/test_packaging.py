@@ -8,6 +8,7 @@ this one's packages. They are marked ``slow`` (tens of seconds) and run with the
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -21,6 +22,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
+
+
+def _plugins_disabled_here() -> list[str]:
+    """The ``-p no:NAME`` options this pytest runs with (scripts/test-lowest leaves anyio's plugin
+    out): the clone's collection runs in the same environment, so it needs them too."""
+    args = sys.argv[1:]
+    disabled: list[str] = []
+    for option, value in itertools.pairwise(args):
+        if option == "-p" and value.startswith("no:") and value != "no:cacheprovider":
+            disabled += ["-p", value]
+    return disabled
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -46,7 +58,7 @@ def test_a_fresh_clone_with_nothing_beside_it_collects_every_test(tmp_path: Path
     where = run([sys.executable, "-c", "import triolette; print(triolette.__file__)"], cwd=clone, env=env, timeout=60)
     assert Path(where.stdout.strip()).is_relative_to(clone)
     result = run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *_plugins_disabled_here()],
         cwd=clone,
         env=env,
         timeout=300,

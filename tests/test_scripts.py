@@ -42,12 +42,19 @@ def checkout(tmp_path: Path) -> Path:
     return project
 
 
+def _inherited() -> dict[str, str]:
+    """This process's environment less the opt-outs a caller may have set (scripts/test-lowest
+    sets TRIOLETTE_NO_BROWSER): each test sets the ones it is about."""
+    opt_outs = ("TRIOLETTE_NO_BROWSER", "TRIOLETTE_NO_REDIS")
+    return {key: value for key, value in os.environ.items() if key not in opt_outs}
+
+
 def run(script: str, project: Path, extra: list[str] | None = None, **env: str) -> tuple[str, list[str]]:
     calls = project.parent / "calls"
     calls.write_text("")
     result = subprocess.run(
         [str(project / script), *(extra or [])],
-        env={**os.environ, "PATH": str(project.parent / "bin"), "CALLS": str(calls), **env},
+        env={**_inherited(), "PATH": str(project.parent / "bin"), "CALLS": str(calls), **env},
         capture_output=True,
         text=True,
         timeout=60,
