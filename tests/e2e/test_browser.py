@@ -9,23 +9,18 @@ browser or driver is installed.
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from examples.board.app import create_app
+from tests.e2e.board_server import BoardServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -42,30 +37,12 @@ pytestmark = [
 @pytest.fixture
 def board_url(tmp_path: Path) -> Iterator[str]:
     """The board, served on 127.0.0.1 by hypercorn's trio worker in a thread of its own."""
-    app = create_app(tmp_path / "data", secret_key="browser-test")
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 1
-    config.accesslog = None
-    started: queue.Queue[Any] = queue.Queue()
-
-    async def main() -> None:
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                lambda task_status: serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
-            )
-            started.put((binds[0], stop, trio.lowlevel.current_trio_token()))
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    base, stop, token = started.get(timeout=15)
+    server = BoardServer(tmp_path / "data", secret_key="browser-test")
+    base = server.start()
     try:
         yield base
     finally:
-        trio.from_thread.run_sync(stop.set, trio_token=token)
-        thread.join(timeout=15)
-    assert not thread.is_alive()
+        server.stop()
 
 
 def browser(profile: Path) -> Any:
