@@ -152,6 +152,25 @@ def test_inbox_follows_the_body_to_its_end() -> None:
     assert inbox.watch_only_for_disconnect()
 
 
+@pytest.mark.parametrize("limit", [None, 3])
+def test_a_body_the_app_reads_itself_is_counted_in_the_same_step(limit: int | None) -> None:
+    inbox, body_limit = Inbox(False), BodyLimit(limit, None)
+    assert inbox.received(request(b"ab", more=True), body_limit) == DELIVER
+    assert body_limit.received == 2
+    assert inbox.received(request(b"c"), body_limit) == DELIVER
+    assert (body_limit.received, inbox.state) == (3, conv.COMPLETE)
+    assert inbox.received(request(b"stray"), body_limit) == DROP  # a dropped message is not counted
+    assert body_limit.received == 3
+
+
+def test_a_body_the_app_reads_itself_past_the_limit_is_refused_at_once() -> None:
+    inbox, body_limit = Inbox(False), BodyLimit(3, None)
+    inbox.received(request(b"ab", more=True), body_limit)
+    with pytest.raises(BodyTooLarge):
+        inbox.received(request(b"cd", more=True), body_limit)
+    assert body_limit.received == 4
+
+
 def test_a_request_message_after_the_body_is_complete_is_dropped() -> None:
     inbox = Inbox(False)
     inbox.received(request())

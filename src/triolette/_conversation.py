@@ -141,16 +141,24 @@ class Inbox:
         self.disconnect: Message = _WS_DISCONNECT if websocket else _HTTP_DISCONNECT  # never mutated
         self.error: BaseException | None = None  # raised by receive() while the watcher read
 
-    def received(self, message: Message) -> str:
+    def received(self, message: Message, limit: BodyLimit | None = None) -> str:
         """Record ``message`` from the server: ``DELIVER`` it (to its reader or the buffer)
         or ``DROP`` it (an ``http.request`` after the body was complete: a protocol
-        violation by the server, never buffered)."""
+        violation by the server, never buffered).
+
+        With ``limit`` (the app reads the message itself, nothing is buffered), a body chunk
+        is counted against it at once, in the same step: ``BodyTooLarge`` past the limit.
+        """
         kind = message["type"]
         if kind == "http.request":
             if self.state is not BODY:
                 return DROP
             if not message.get("more_body", False):
                 self.state = COMPLETE
+            if limit is not None:  # BodyLimit.count(), in this step: one call per chunk
+                limit.received += len(message.get("body", b""))
+                if limit.limit is not None and limit.received > limit.limit:
+                    raise BodyTooLarge
         elif kind == "http.disconnect" or kind == "websocket.disconnect":
             self.state = GONE
             self.disconnect = message

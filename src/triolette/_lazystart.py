@@ -9,9 +9,9 @@ compares what the app yields with what trio's own schedule point yields, read on
 import time (``probe()``). Should a future trio change that in a way the probe cannot read,
 ``SCHEDULE_POINT`` is None and ``drive()`` starts the watcher eagerly: slower, never wrong.
 
-The app's frames stay on the task's await chain: ``drive`` delegates with ``yield from`` to
-a relay that looks like a coroutine to ``Task.iter_await_frames()``, so stack dumps of a
-request's task still show the endpoint.
+The app's frames stay on the task's await chain: ``drive`` hands back a relay that the
+caller awaits and that looks like a coroutine to ``Task.iter_await_frames()``, so stack
+dumps of a request's task still show the endpoint.
 """
 
 from __future__ import annotations
@@ -39,21 +39,20 @@ def probe() -> object | None:
 SCHEDULE_POINT = probe()
 
 
-@types.coroutine
 def drive(
     awaitable: Awaitable[None], needed: Callable[[object], bool], start: Callable[[], None]
-) -> Generator[Any, Any, None]:
-    """Await ``awaitable``; call ``start()`` the first time it is about to yield a ``trap``
-    for which ``needed(trap)`` is true (at once, when the schedule point is unknown)."""
+) -> Awaitable[None]:
+    """An awaitable that awaits ``awaitable`` and calls ``start()`` the first time it is
+    about to yield a ``trap`` for which ``needed(trap)`` is true (at once, when the schedule
+    point is unknown, or ``awaitable`` is not a coroutine or generator)."""
     if SCHEDULE_POINT is None or not isinstance(awaitable, types.CoroutineType | types.GeneratorType):
         start()
-        yield from awaitable.__await__()
-        return
-    yield from _Relay(awaitable, needed, start)
+        return awaitable
+    return _Relay(awaitable, needed, start)
 
 
 class _Relay:
-    """Steps a coroutine for ``drive``'s ``yield from``, looking at each trap it yields.
+    """Steps a coroutine for the ``await`` of ``drive()``'s caller, looking at each trap it yields.
 
     Looks like a coroutine to ``Task.iter_await_frames()`` (``cr_frame``, ``cr_await``), so
     that a stack dump of the request's task goes on through the app down to the endpoint.
@@ -70,6 +69,9 @@ class _Relay:
         self._coro = coro
         self._needed: Callable[[object], bool] | None = needed
         self._start = start
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return self  # type: ignore[return-value]  # it is one, step by step; not a subclass
 
     def __iter__(self) -> _Relay:
         return self

@@ -23,8 +23,8 @@ response is over: its cancel scope is cancelled) and ``DONE``.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 import trio
 
@@ -333,8 +333,10 @@ class RequestScope(WebSocketSide):
                     raise
                 except INTERNAL_EXCEPTIONS:
                     pass
-                watching = self.watcher is RUNNING
-                if len(nursery.child_tasks) == int(watching):  # no task left but the watcher, if any
+                if self.watcher is IDLE:
+                    self.watcher = DONE  # never started: it never will
+                elif len(nursery.child_tasks) == int(self.watcher is RUNNING):  # no task left but the watcher
+                    watching = self.watcher is RUNNING
                     self.stop_watching()
                     if watching:
                         nursery.cancel_scope.cancel(reason="request complete")
@@ -606,16 +608,22 @@ class RequestScope(WebSocketSide):
             self.inbox.fail(exc)
             return _NOTHING
         finally:
-            self._reader = None
-            done = self._read_done
-            if done is not None:
-                self._read_done = None
-                done.set()
-        if self.inbox.received(message) is DROP and reader is WATCHER:
+            self._release_reader()
+        if reader is APP:
+            self.inbox.received(message, self.limit)  # the app's own read is counted at once
+        elif self.inbox.received(message) is DROP:
             return _NOTHING
         if self.inbox.state is GONE:
             self._on_disconnect()
         return message
+
+    def _release_reader(self) -> None:
+        """The read in progress is over: wake whoever waits for it."""
+        self._reader = None
+        done = self._read_done
+        if done is not None:
+            self._read_done = None
+            done.set()
 
     async def receive(self) -> Message:
         """The app's ``receive``: one reader at a time, nothing lost, limits applied."""
@@ -655,37 +663,53 @@ class RequestScope(WebSocketSide):
             self.holdoff -= 1
             if not self.holdoff:
                 self._wake()
-        return self._account(message)
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.body_consumed = True
+        return message
 
     async def read_body(self) -> bytes | None:
         """The rest of the body in one piece, or None if the client left first.
 
         ``Request.body()``'s fast path: the same rules as ``receive()``, but the watcher is
-        held off once for the whole body rather than once per chunk.
+        held off once for the whole body rather than once per chunk, and the chunks the
+        server hands out are read in one loop that holds the reader's place throughout.
         """
         chunks: list[bytes] = []
-        inbox, limit = self.inbox, self.limit
+        inbox = self.inbox
         self.holdoff += 1
         try:
-            while True:
-                if inbox.buffer or self._reader or inbox.state is GONE or inbox.error is not None:
-                    message = await self.receive()  # buffered, being read by the watcher, or gone
-                else:
-                    if limit.declared_over:
-                        raise BodyTooLarge
-                    if self._body_deadline == math.inf and self.body_timeout is not None:
-                        self._start_body_clock()
-                    message = await self._read(APP)
-                    if message["type"] == "http.request":
-                        limit.count(len(message.get("body", b"")))
+            # What the watcher took, or is taking, comes first; so do a client that has gone
+            # and an error receive() raised while the watcher read.
+            while inbox.buffer or self._reader or inbox.state is GONE or inbox.error is not None:
+                message = await self.receive()
                 kind = message["type"]
                 if kind == "http.request":
                     chunks.append(message.get("body", b""))
                     if not message.get("more_body", False):
-                        self.body_consumed = True
-                        break
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 elif kind == "http.disconnect":
                     return None
+            if self.limit.declared_over:
+                raise BodyTooLarge
+            if self._body_deadline == math.inf and self.body_timeout is not None:
+                self._start_body_clock()
+            server_receive, limit = self._server_receive, self.limit
+            self._reader = APP
+            try:
+                while True:
+                    message = await server_receive()
+                    inbox.received(message, limit)  # counts the chunk: BodyTooLarge past the limit
+                    kind = message["type"]
+                    if kind == "http.request":
+                        chunks.append(message.get("body", b""))
+                        if not message.get("more_body", False):
+                            self.body_consumed = True
+                            break
+                    elif kind == "http.disconnect":
+                        self._on_disconnect()
+                        return None
+            finally:
+                self._release_reader()
         finally:
             self.holdoff -= 1
             if not self.holdoff:
@@ -747,21 +771,17 @@ class RequestScope(WebSocketSide):
             self.outbox.send(message)  # early hints, trailers, pathsend, debug
         await self._server_send(message)
 
-    def send_chunk(self, body: bytes | memoryview) -> Coroutine[Any, Any, bool]:
-        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path.
-        Await it; it answers False, having sent nothing, once the client has gone.
-
-        A plain method that hands back ``_timed_send``'s coroutine: one coroutine per chunk."""
+    async def send_chunk(self, body: bytes | memoryview) -> bool:
+        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path,
+        one coroutine per chunk. Answers False, having sent nothing, once the client has gone."""
         if self.inbox.state is GONE:
-            return _gone()
+            await trio.lowlevel.checkpoint()
+            return False
         message = {"type": "http.response.body", "body": body, "more_body": True}
         outbox = self.outbox
         if outbox.state is not SENDING:  # a chunk with more to come leaves SENDING as it is
             outbox.send(message)
-        return self._timed_send(message)
-
-    async def _timed_send(self, message: Message) -> bool:
-        """Send, with the watcher timing the send (``send_timeout``); True once sent."""
+        # _timed_send's steps, written out: a call per chunk is what this fast path saves
         self._sending_since = trio.current_time()
         if self._watch_deadline == math.inf and self._watcher_scope is not None:  # else armed already
             self._rearm_watchdog()
@@ -771,10 +791,15 @@ class RequestScope(WebSocketSide):
             self._sending_since = None
         return True
 
-
-async def _gone() -> bool:
-    await trio.lowlevel.checkpoint()
-    return False
+    async def _timed_send(self, message: Message) -> None:
+        """Send, with the watcher timing the send (``send_timeout``)."""
+        self._sending_since = trio.current_time()
+        if self._watch_deadline == math.inf and self._watcher_scope is not None:  # else armed already
+            self._rearm_watchdog()
+        try:
+            await self._server_send(message)
+        finally:
+            self._sending_since = None
 
 
 async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
