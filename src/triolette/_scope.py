@@ -93,6 +93,8 @@ APP: Final = "app"
 WATCHER: Final = "watcher"
 
 _NOTHING: Final[Message] = {"type": "triolette.nothing"}  # what the watcher read, when it kept nothing
+# ``_sending_since`` of a send under way while no watcher runs: nobody times it (yet)
+_UNTIMED: Final = -math.inf
 
 LateErrorHandler = Callable[["RequestScope", BaseException], Awaitable[bool]]
 
@@ -450,6 +452,8 @@ class RequestScope(WebSocketSide):
     def _start_watcher(self) -> None:
         if self.watcher is IDLE:
             self.watcher = RUNNING
+            if self._sending_since is not None:  # the send that blocks now is timed from now
+                self._sending_since = trio.current_time()
             self._request_nursery.start_soon(self._watch)
 
     def _watcher_needed(self, trap: object) -> bool:
@@ -782,9 +786,12 @@ class RequestScope(WebSocketSide):
         if outbox.state is not SENDING:  # a chunk with more to come leaves SENDING as it is
             outbox.send(message)
         # _timed_send's steps, written out: a call per chunk is what this fast path saves
-        self._sending_since = trio.current_time()
-        if self._watch_deadline == math.inf and self._watcher_scope is not None:  # else armed already
-            self._rearm_watchdog()
+        if self.watcher is RUNNING:
+            self._sending_since = trio.current_time()
+            if self._watcher_scope is not None and self._watch_deadline == math.inf:  # else armed already
+                self._rearm_watchdog()
+        else:
+            self._sending_since = _UNTIMED
         try:
             await self._server_send(message)
         finally:
@@ -792,10 +799,18 @@ class RequestScope(WebSocketSide):
         return True
 
     async def _timed_send(self, message: Message) -> None:
-        """Send, with the watcher timing the send (``send_timeout``)."""
-        self._sending_since = trio.current_time()
-        if self._watch_deadline == math.inf and self._watcher_scope is not None:  # else armed already
-            self._rearm_watchdog()
+        """Send, with the watcher timing the send (``send_timeout``).
+
+        While the watcher runs, the send is timed from now. Otherwise it is marked
+        ``_UNTIMED``: most sends go through at once, and one that blocks starts the watcher
+        (``_watcher_needed``), which times it from that moment (``_start_watcher``).
+        """
+        if self.watcher is RUNNING:
+            self._sending_since = trio.current_time()
+            if self._watcher_scope is not None and self._watch_deadline == math.inf:  # else armed already
+                self._rearm_watchdog()
+        else:
+            self._sending_since = _UNTIMED
         try:
             await self._server_send(message)
         finally:
