@@ -121,20 +121,20 @@ DELIVER: Final = "deliver"
 DROP: Final = "drop"
 
 
+# The buffer of every Inbox that has not buffered anything yet; never appended to.
+_NO_BUFFER: Final[deque[Message]] = deque(maxlen=0)
+
+
 class Inbox:
     """What the server has said on the request side, and what the watcher holds for the app."""
 
     __slots__ = ("buffer", "buffered", "disconnect", "error", "max_bytes", "max_messages", "state")
 
     def __init__(
-        self,
-        websocket: bool,
-        *,
-        max_bytes: float = DEFAULT_BUFFER_BYTES,
-        max_messages: int = DEFAULT_BUFFER_MESSAGES,
+        self, websocket: bool, max_bytes: float = DEFAULT_BUFFER_BYTES, max_messages: int = DEFAULT_BUFFER_MESSAGES
     ) -> None:
         self.state: str = OPEN if websocket else BODY
-        self.buffer: deque[Message] = deque()
+        self.buffer: deque[Message] = _NO_BUFFER  # most requests never buffer: made on the first push
         self.buffered = 0  # bytes in ``buffer``
         self.max_bytes = max_bytes
         self.max_messages = max_messages
@@ -166,7 +166,10 @@ class Inbox:
 
     def push(self, message: Message) -> None:
         """Keep a message the watcher took, for the app's next read."""
-        self.buffer.append(message)
+        buffer = self.buffer
+        if buffer is _NO_BUFFER:
+            buffer = self.buffer = deque()
+        buffer.append(message)
         self.buffered += message_size(message)
 
     def pop(self) -> Message:

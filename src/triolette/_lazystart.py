@@ -45,10 +45,13 @@ def drive(
     """An awaitable that awaits ``awaitable`` and calls ``start()`` the first time it is
     about to yield a ``trap`` for which ``needed(trap)`` is true (at once, when the schedule
     point is unknown, or ``awaitable`` is not a coroutine or generator)."""
-    if SCHEDULE_POINT is None or not isinstance(awaitable, types.CoroutineType | types.GeneratorType):
+    if SCHEDULE_POINT is None or not isinstance(awaitable, _STEPPABLE):
         start()
         return awaitable
     return _Relay(awaitable, needed, start)
+
+
+_STEPPABLE = (types.CoroutineType, types.GeneratorType)  # a tuple: ``A | B`` would build a union per call
 
 
 class _Relay:

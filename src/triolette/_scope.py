@@ -185,7 +185,9 @@ class RequestScope(WebSocketSide):
         "_wake_watcher",
         "_watch_deadline",
         "_watcher_scope",
+        "asgi_receive",
         "asgi_scope",
+        "asgi_send",
         "body_cache",
         "body_consumed",
         "body_timeout",
@@ -217,11 +219,11 @@ class RequestScope(WebSocketSide):
         if websocket:
             self.body_timeout = None  # a connection waits for messages as long as it likes
             self.limit = BodyLimit(None, None)
-            self.inbox = Inbox(True, max_bytes=math.inf if limit is None else limit)
+            self.inbox = Inbox(True, math.inf if limit is None else limit)
         else:
             self.body_timeout = settings.body_timeout
             self.limit = BodyLimit(settings.max_body_size, content_length(scope.get("headers", ())))
-            self.inbox = Inbox(False, max_bytes=settings.max_buffered_body)
+            self.inbox = Inbox(False, settings.max_buffered_body)
         self.outbox = Outbox(websocket)
         self.watcher: str = IDLE
         self.holdoff = 0  # readers that asked the watcher to stay out of receive()
@@ -238,12 +240,22 @@ class RequestScope(WebSocketSide):
         self.body_consumed = False
         self.cut_short: str | None = None  # BODY_TIMEOUT or SEND_TIMEOUT, when the watcher ended it
         self._background_scope: trio.CancelScope | None = None
+        # The receive and send handed to the app while it runs (bound once; None after):
+        # ``receive is rs.asgi_receive`` says no middleware wrapped it (see ``owns``).
+        self.asgi_receive: Receive | None = None
+        self.asgi_send: Send | None = None
 
     # -- what other modules ask ---------------------------------------------------------
 
     def owns(self, fn: object) -> bool:
         """Whether ``fn`` is this scope's own ``receive`` or ``send`` (no middleware wraps it),
-        so that a caller may use the scope's fast paths (``read_body``, ``send_chunk``)."""
+        so that a caller may use the scope's fast paths (``read_body``, ``send_chunk``).
+
+        On the per-request path, a caller holding what it was handed compares it with the
+        one attribute instead, ``send is rs.asgi_send`` (``receive is rs.asgi_receive``):
+        the bound methods the scope handed to the app. That also says no middleware wrapped
+        it, without a call; ``owns`` answers True for any bound method of the scope's too.
+        """
         return getattr(fn, "__self__", None) is self
 
     @property
@@ -306,52 +318,52 @@ class RequestScope(WebSocketSide):
         """Run ``app`` for this ASGI call inside the request nursery; see DESIGN.md section 3."""
         scope = self.asgi_scope
         scope[SCOPE_KEY] = self
-        try:
-            await self._run(app)
-        finally:
-            # The scope and its RequestScope refer to each other: part them now, so that the
-            # request's objects (its body among them) are freed at once, not by the GC later.
-            del scope[SCOPE_KEY]
-
-    async def _run(self, app: ASGIApp) -> None:
-        scope = self.asgi_scope
+        receive = self.asgi_receive = self.receive
+        send = self.asgi_send = self.send
         timeout = self.settings.timeout
         app_cancelled = False
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = self._request_nursery = nursery
-                if timeout is not None:
-                    self.start_time = trio.current_time()
-                    nursery.cancel_scope.deadline = self.start_time + timeout
-                try:
-                    if self.is_websocket:
-                        await self._run_websocket(app)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = self._request_nursery = nursery
+                    if timeout is not None:
+                        self.start_time = trio.current_time()
+                        nursery.cancel_scope.deadline = self.start_time + timeout
+                    try:
+                        if self.is_websocket:
+                            await self._run_websocket(app, receive, send)
+                        else:
+                            await _lazystart.drive(
+                                app(scope, receive, send), self._watcher_needed, self._start_watcher
+                            )
+                    except trio.Cancelled:
+                        app_cancelled = True
+                        raise
+                    except INTERNAL_EXCEPTIONS:
+                        pass
+                    if self.watcher is IDLE:
+                        self.watcher = DONE  # never started: it never will
+                    elif len(nursery.child_tasks) == int(self.watcher is RUNNING):  # no task left but the watcher
+                        watching = self.watcher is RUNNING
+                        self.stop_watching()
+                        if watching:
+                            nursery.cancel_scope.cancel(reason="request complete")
                     else:
-                        await _lazystart.drive(
-                            app(scope, self.receive, self.send), self._watcher_needed, self._start_watcher
-                        )
-                except trio.Cancelled:
-                    app_cancelled = True
-                    raise
-                except INTERNAL_EXCEPTIONS:
-                    pass
-                if self.watcher is IDLE:
-                    self.watcher = DONE  # never started: it never will
-                elif len(nursery.child_tasks) == int(self.watcher is RUNNING):  # no task left but the watcher
-                    watching = self.watcher is RUNNING
-                    self.stop_watching()
-                    if watching:
-                        nursery.cancel_scope.cancel(reason="request complete")
-                else:
-                    self.stop_watching()
-        except BaseExceptionGroup as group:
-            await self._fail(group)
+                        self.stop_watching()
+            except BaseExceptionGroup as group:
+                await self._fail(group)
+            finally:
+                self.body_cache = None
+                self.inbox.buffer.clear()
+                self.inbox.error = None
+            if app_cancelled and not self.disconnected:
+                await self._after_cancel()
         finally:
-            self.body_cache = None  # scope and RequestScope refer to each other: free the body now
-            self.inbox.buffer.clear()
-            self.inbox.error = None
-        if app_cancelled and not self.disconnected:
-            await self._after_cancel()
+            # The scope and its RequestScope refer to each other, and so do the RequestScope and
+            # its bound receive and send: part them now, so that the request's objects (its body
+            # among them) are freed at once, not by the GC later.
+            del scope[SCOPE_KEY]
+            self.asgi_receive = self.asgi_send = None
 
     async def _after_cancel(self) -> None:
         cs = self._request_nursery.cancel_scope

@@ -15,7 +15,7 @@ import trio
 from triolette import _lazystart
 from triolette._conversation import DENIAL, GONE, Outbox
 from triolette.exceptions import WebSocketDisconnect
-from triolette.types import ASGIApp, Message, Scope, Send
+from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from triolette._conversation import Inbox
@@ -92,7 +92,7 @@ class WebSocketSide:
 
         watcher: str
 
-    async def _run_websocket(self, app: ASGIApp) -> None:
+    async def _run_websocket(self, app: ASGIApp, receive: Receive, send: Send) -> None:
         """Run a WebSocket handler; see the class docstring."""
         self._ws_sending = False
         self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
@@ -101,7 +101,7 @@ class WebSocketSide:
         with trio.CancelScope() as self._ws_handler_scope:
             try:
                 await _lazystart.drive(
-                    app(self.asgi_scope, self.receive, self.send), self._watcher_needed, self._start_watcher
+                    app(self.asgi_scope, receive, send), self._watcher_needed, self._start_watcher
                 )
             except Exception as exc:
                 if not self._says_closed(exc):
