@@ -146,7 +146,9 @@ class _AppQueue:
     at once, and what is put after it is dropped (the connection is gone), so that the
     connection's read loop reaches the closed socket and ends even if the app never reads
     again. ``on_close`` is the app's way to learn of it before it reads its way to the
-    disconnect (the ``triolette.connection`` scope extension).
+    disconnect (the ``triolette.connection`` scope extension). hypercorn puts the disconnect
+    also when the app's response ends before the body it did not read (it closes the
+    connection then), so a read loop that waited for room is never left behind.
 
     ``probe`` (the connection's) is awaited every ``PROBE_INTERVAL`` seconds while a ``put``
     waits for room: a peer that left may be seen by the kernel though its end of the stream

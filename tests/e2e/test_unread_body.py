@@ -59,7 +59,15 @@ def make_app() -> Triolette:
             raise
         return PlainTextResponse("slept")  # pragma: no cover - the client leaves first
 
-    app = Triolette(routes=[Route("/ticks", ticks, methods=["POST"]), Route("/sleeps", sleeps, methods=["POST"])])
+    async def answers(request: Request) -> Response:
+        return PlainTextResponse("not reading that")
+
+    routes = [
+        Route("/ticks", ticks, methods=["POST"]),
+        Route("/sleeps", sleeps, methods=["POST"]),
+        Route("/answers", answers, methods=["POST"]),
+    ]
+    app = Triolette(routes=routes)
     app.state.streaming = trio.Event()
     app.state.cancelled = []
     return app
@@ -210,3 +218,41 @@ async def test_defect_14_a_client_that_leaves_is_seen_while_the_server_neither_r
     assert sent == size if size is not None else sent < 16 * MiB
     assert app.state.cancelled == ["client disconnected"]
     assert seen < 2.5  # within the driver's probe interval (1 s), with room for a loaded machine
+
+
+async def _answered_without_reading(port: int, size: int) -> tuple[socket.socket, bytes, int]:
+    """POST a body of ``size`` bytes to the endpoint that answers without reading it; send what
+    the kernel takes; return the socket, the response read so far and the bytes sent."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    with trio.fail_after(5):
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        await trio.lowlevel.wait_writable(sock)
+    sock.send(b"POST /answers HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+    answer = b""
+    sent = 0
+    with trio.fail_after(10):
+        while not answer.endswith(b"not reading that"):
+            with contextlib.suppress(BlockingIOError):
+                while sent < size:
+                    sent += sock.send(memoryview(b"x" * min(65536, size - sent)))
+            await trio.sleep(0.01)
+            with contextlib.suppress(BlockingIOError):
+                answer += sock.recv(65536)
+    return sock, answer, sent
+
+
+async def test_a_connection_whose_app_answered_without_reading_its_16_mib_body_ends() -> None:
+    # hypercorn closes such a connection once the response is sent, and puts the disconnect:
+    # the driver's read loop, which waited for room in the queue, goes on to the closed socket.
+    app = make_app()
+    async with serving(app) as port:
+        baseline = connection_tasks()
+        sock, answer, sent = await _answered_without_reading(port, 16 * MiB)
+        with trio.fail_after(5):
+            while connection_tasks() > baseline:  # noqa: ASYNC110 - the connection ends on its own
+                await trio.sleep(0.01)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert sent < 16 * MiB
