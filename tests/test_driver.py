@@ -178,12 +178,13 @@ async def test_a_forgotten_on_close_callback_is_not_called() -> None:
 async def test_a_put_waiting_for_room_probes_the_connection_every_interval(autojump_clock: Any) -> None:
     probes: list[float] = []
 
-    async def probe() -> None:  # the third probe finds the peer gone: the connection closes
-        probes.append(trio.current_time())
-        if len(probes) == 3:
-            await queue.put({"type": "http.disconnect"})
+    class Connection:
+        async def probe(self) -> None:  # the third probe finds the peer gone: the connection closes
+            probes.append(trio.current_time())
+            if len(probes) == 3:
+                await queue.put({"type": "http.disconnect"})
 
-    queue = _AppQueue(1, probe)
+    queue = _AppQueue(1, Connection())
     await queue.put(body(b"a", True))
     with trio.fail_after(10):
         await queue.put(body(b"b", True))  # waits for room; nobody takes
@@ -195,10 +196,11 @@ async def test_a_put_waiting_for_room_probes_the_connection_every_interval(autoj
 async def test_a_put_that_finds_room_does_not_probe(autojump_clock: Any) -> None:
     probes: list[float] = []
 
-    async def probe() -> None:  # pragma: no cover - must not be called
-        probes.append(trio.current_time())
+    class Connection:
+        async def probe(self) -> None:  # pragma: no cover - must not be called
+            probes.append(trio.current_time())
 
-    queue = _AppQueue(1, probe)
+    queue = _AppQueue(1, Connection())
     await queue.put(body(b"a", True))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(queue.put, body(b"b", True))

@@ -615,7 +615,7 @@ class QueueServer:
 
     def scope(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
         scope = http_scope("POST", headers=headers)
-        scope["extensions"] = {CONNECTION_EXTENSION: {"on_close": self.queue.on_close}}
+        scope["extensions"] = {CONNECTION_EXTENSION: self.queue}
         return scope
 
     async def read_body(self, size: int) -> None:
@@ -718,3 +718,35 @@ async def test_defect_14_the_watcher_reads_on_to_the_disconnect_when_the_connect
     assert seen[0][1] <= 128 * 1024 + 10 * server.chunk
     assert seen[0][2] == "closed"
     assert server.sent == []
+
+
+async def test_defect_14_a_connection_that_closed_before_the_watcher_filled_up_is_seen_when_it_does(
+    autojump_clock: Any,
+) -> None:
+    queue = _AppQueue(20)
+    for _ in range(12):  # 768 KiB the server took, then the client left (a write to it failed)
+        await queue.put({"type": "http.request", "body": b"x" * 65536, "more_body": True})
+    await queue.put({"type": "http.disconnect"})
+    seen: list[Any] = []
+
+    async def sleeps(request: Request) -> Response:
+        await trio.sleep(1)
+        rs = get_request_scope(request.scope)
+        assert rs is not None
+        seen.append((await request.is_disconnected(), rs.inbox.state, rs.buffered_bytes))
+        return PlainTextResponse("dropped")  # the client has gone: nothing is sent
+
+    scope = http_scope("POST", headers=[(b"content-length", b"%d" % (16 * MiB))])
+    scope["extensions"] = {CONNECTION_EXTENSION: queue}
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:  # pragma: no cover - nothing is sent to a client that left
+        sent.append(message)
+
+    app = Triolette(routes=[Route("/", sleeps, methods=["POST"])], cancel_on_disconnect=False)
+    with trio.fail_after(30):
+        await app(scope, queue.receive, send)
+    # The watcher, full after 128 KiB, asked to be told of the close: told at once, it read on
+    # to the disconnect (all 12 chunks are held for the app, which may still read them).
+    assert seen == [(True, "client gone", 12 * 65536)]
+    assert sent == []

@@ -17,8 +17,8 @@ the same job with fewer task switches:
   not when the keep-alive timer would have fired.
 
 Each ASGI call gets the scope extension ``scope["extensions"]["triolette.connection"]``:
-a dict whose ``"on_close"`` registers one synchronous callback (it must not raise), called
-once when the connection closes, that is when hypercorn puts the call's disconnect message
+an object whose ``on_close(callback)`` registers one synchronous callback (it must not
+raise), called once when the connection closes, that is when hypercorn puts the call's disconnect message
 (at once if that has happened). The disconnect may wait behind body chunks the app has not
 read (the queue holds the client back meanwhile), so this is how the RequestScope learns
 that a client left however much of its body is unread. hypercorn's own workers do not set
@@ -42,7 +42,7 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
 from hypercorn.events import Closed, RawData, Updated
@@ -134,6 +134,10 @@ OPEN: Final = "open"
 CLOSED: Final = "closed"  # the disconnect is in: no more backpressure, nothing more taken
 
 
+class _Probed(Protocol):
+    async def probe(self) -> None: ...
+
+
 class _AppQueue:
     """What hypercorn puts for the app (``put``) and the app's ASGI ``receive``.
 
@@ -150,16 +154,16 @@ class _AppQueue:
     also when the app's response ends before the body it did not read (it closes the
     connection then), so a read loop that waited for room is never left behind.
 
-    ``probe`` (the connection's) is awaited every ``PROBE_INTERVAL`` seconds while a ``put``
-    waits for room: a peer that left may be seen by the kernel though its end of the stream
+    ``connection.probe()`` is awaited every ``PROBE_INTERVAL`` seconds while a ``put`` waits
+    for room: a peer that left may be seen by the kernel though its end of the stream
     waits behind the unread body.
     """
 
-    __slots__ = ("_capacity", "_closed_callback", "_items", "_probe", "_receivers", "_senders", "state")
+    __slots__ = ("_capacity", "_closed_callback", "_connection", "_items", "_receivers", "_senders", "state")
 
-    def __init__(self, capacity: int, probe: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, capacity: int, connection: _Probed | None = None) -> None:
         self._capacity = capacity
-        self._probe = probe
+        self._connection = connection
         self._items: deque[dict[str, Any]] = deque()
         self._receivers = trio.lowlevel.ParkingLot()
         self._senders = trio.lowlevel.ParkingLot()
@@ -183,22 +187,24 @@ class _AppQueue:
             return  # the connection is gone: nobody will read it
         items = self._items
         kind = message["type"]
-        if items and kind == "http.request" and not message.get("more_body") and not message["body"]:
-            last = items[-1]
-            if last["type"] == "http.request" and last.get("more_body"):
-                last["more_body"] = False
-                return
-        if kind.endswith("disconnect"):
+        if kind == "http.request":
+            if items and not message.get("more_body") and not message["body"]:
+                last = items[-1]
+                if last["type"] == "http.request" and last.get("more_body"):
+                    last["more_body"] = False
+                    return
+        elif kind.endswith("disconnect"):
             self._close(message)
             return
         while len(items) >= self._capacity:
-            if self._probe is None:
+            connection = self._connection
+            if connection is None:
                 await self._senders.park()
             else:
                 with trio.move_on_after(PROBE_INTERVAL) as waited:
                     await self._senders.park()
                 if waited.cancelled_caught:
-                    await self._probe()  # may close the connection: then the disconnect is in
+                    await connection.probe()  # may close the connection: then the disconnect is in
             if self.state is CLOSED:
                 return  # closed while it waited: dropped, as if put after the disconnect
         items.append(message)
@@ -208,8 +214,10 @@ class _AppQueue:
     def _close(self, disconnect: dict[str, Any]) -> None:
         self.state = CLOSED
         self._items.append(disconnect)
-        self._senders.unpark_all()
-        self._receivers.unpark_all()
+        if self._senders:  # (unparking costs even when nobody waits)
+            self._senders.unpark_all()
+        if self._receivers:
+            self._receivers.unpark()
         callback = self._closed_callback
         if callback is not None:
             self._closed_callback = None
@@ -243,10 +251,8 @@ class _TaskGroup:
         scope: dict[str, Any],
         send: Callable[[Any], Awaitable[None]],
     ) -> Callable[[Any], Awaitable[None]]:
-        queue = _AppQueue(config.max_app_queue_size, self._connection.probe)
-        extensions = scope.get("extensions")
-        if extensions is not None:
-            extensions[CONNECTION_EXTENSION] = {"on_close": queue.on_close}
+        queue = _AppQueue(config.max_app_queue_size, self._connection)
+        scope["extensions"][CONNECTION_EXTENSION] = queue  # hypercorn's streams always set "extensions"
         self._nursery.start_soon(_run_app, app, config, scope, queue, send, self._server)
         return queue.put
 

@@ -322,9 +322,6 @@ class RequestScope(WebSocketSide):
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = self._request_nursery = nursery
-                extensions = scope.get("extensions")
-                if extensions and CONNECTION_KEY in extensions and not self.is_websocket:
-                    extensions[CONNECTION_KEY]["on_close"](self._connection_closed)
                 if timeout is not None:
                     self.start_time = trio.current_time()
                     nursery.cancel_scope.deadline = self.start_time + timeout
@@ -516,6 +513,10 @@ class RequestScope(WebSocketSide):
         inbox = self.inbox
         while True:
             while self.holdoff or self._reader or inbox.full():
+                if not (self.holdoff or self._reader or self.is_websocket):
+                    self._watch_connection()  # held back by its full buffer: nobody reads for now
+                    if not inbox.full():
+                        break  # the connection had closed already: read on to the disconnect
                 event = self._wake_watcher = trio.Event()
                 await event.wait()
             if self._done_watching():  # the endpoint read the disconnect itself, or the response is over
@@ -556,6 +557,15 @@ class RequestScope(WebSocketSide):
             or (self.outbox.complete and self._sending_since is None)
             or self.inbox.error is not None
         )
+
+    def _watch_connection(self) -> None:
+        """Ask the serving layer, if it can (the ``triolette.connection`` extension), to call
+        ``_connection_closed`` when the connection closes. Only while the watcher does not
+        read: then a disconnect may wait unseen behind body chunks nobody reads. Asking again
+        replaces the callback; it is called at once if the connection has closed."""
+        extensions = self.asgi_scope.get("extensions")
+        if extensions and CONNECTION_KEY in extensions:
+            extensions[CONNECTION_KEY].on_close(self._connection_closed)
 
     def _connection_closed(self) -> None:
         """The serving layer's word that the connection closed (the ``triolette.connection``
