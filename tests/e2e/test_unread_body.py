@@ -62,7 +62,12 @@ def make_app() -> Triolette:
     async def answers(request: Request) -> Response:
         return PlainTextResponse("not reading that")
 
+    async def reads_late(request: Request) -> Response:
+        await trio.sleep(2.5)  # the driver probes the waiting connection meanwhile
+        return PlainTextResponse(str(len(await request.body())))
+
     routes = [
+        Route("/reads-late", reads_late, methods=["POST"]),
         Route("/ticks", ticks, methods=["POST"]),
         Route("/sleeps", sleeps, methods=["POST"]),
         Route("/answers", answers, methods=["POST"]),
@@ -256,3 +261,34 @@ async def test_a_connection_whose_app_answered_without_reading_its_16_mib_body_e
         sock.close()
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert sent < 16 * MiB
+
+
+async def test_a_client_still_there_is_not_cut_off_while_the_server_holds_its_16_mib_body_back() -> None:
+    app = make_app()
+    size = 16 * MiB
+    async with serving(app) as port:
+        sock = socket.socket()
+        sock.setblocking(False)
+        with sock, trio.fail_after(20):
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+            await trio.lowlevel.wait_writable(sock)
+            sock.send(b"POST /reads-late HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+            sent = 0
+            piece = memoryview(b"x" * 65536)
+            while sent < size:
+                try:
+                    sent += sock.send(piece[: size - sent])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n%d" % size):
+                try:
+                    chunk = sock.recv(65536)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                assert chunk, answer  # the server must not close on a client that is still there
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert app.state.cancelled == []
