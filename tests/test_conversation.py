@@ -277,7 +277,7 @@ def test_closing_goes_to_gone_on_the_disconnect() -> None:
 
 @pytest.mark.parametrize(
     ("state", "full"),
-    [(conv.BODY, True), (conv.OPEN, True), (conv.CLOSING, False), (conv.COMPLETE, False)],
+    [(conv.BODY, True), (conv.OPEN, True), (conv.CLOSING, False), (conv.COMPLETE, False), (conv.GONE, False)],
 )
 def test_a_full_buffer_holds_the_client_back_only_while_more_may_come(state: str, full: bool) -> None:
     inbox = Inbox(False, max_bytes=1)

@@ -146,7 +146,8 @@ class Inbox:
 
     A full buffer holds the client back (``full()``) only while the body still comes (BODY)
     or a WebSocket is OPEN: in CLOSING nothing more arrives than the server has queued
-    already, and after the body is COMPLETE only the disconnect can follow.
+    already, after the body is COMPLETE only the disconnect can follow, and once GONE
+    nothing is read.
     """
 
     __slots__ = ("buffer", "buffered", "disconnect", "error", "max_bytes", "max_messages", "state")
@@ -196,7 +197,7 @@ class Inbox:
         """Whether the watcher must stop reading and hold the client back: while the body
         (or a WebSocket's messages) still comes, and the buffer is at its cap."""
         state = self.state
-        if state is CLOSING or state is COMPLETE:
+        if state is not BODY and state is not OPEN:
             return False
         buffer = self.buffer
         return bool(buffer) and (self.buffered >= self.max_bytes or len(buffer) >= self.max_messages)
