@@ -19,6 +19,9 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import trio
 
@@ -292,3 +295,43 @@ async def test_a_client_still_there_is_not_cut_off_while_the_server_holds_its_16
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert app.state.cancelled == []
+
+
+async def test_defect_14_an_http2_client_that_resets_behind_an_unread_body_is_seen() -> None:
+    app = make_app()
+    async with serving(app) as port:
+        baseline = connection_tasks()
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.send_headers(
+            1,
+            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"t"), (b":path", b"/sleeps"),
+             (b"content-length", b"%d" % (16 * MiB))],
+        )  # fmt: skip
+        sock = trio.socket.socket()
+        with sock, trio.fail_after(10):
+            await sock.connect(("127.0.0.1", port))
+            sent = 0
+            stalled = 0
+            while stalled < 20:  # until the server stops opening the window: it holds the body back
+                window = min(client.local_flow_control_window(1), client.max_outbound_frame_size)
+                if window:
+                    client.send_data(1, b"x" * window)
+                    sent += window
+                    stalled = 0
+                await sock.send(client.data_to_send())
+                with trio.move_on_after(0.05):
+                    data = await sock.recv(65536)
+                    for event in client.receive_data(data):
+                        if isinstance(event, h2.events.ConnectionTerminated):  # pragma: no cover - a failure
+                            raise AssertionError(event)
+                    await sock.send(client.data_to_send())
+                    continue
+                stalled += 1
+            assert app.state.streaming.is_set()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with trio.fail_after(5):
+            while not app.state.cancelled or connection_tasks() > baseline:  # noqa: ASYNC110 - the probe sees the reset
+                await trio.sleep(0.01)
+    assert 256 * 1024 < sent < 16 * MiB  # past the watcher's cap: the rest waits in the queue and the window
+    assert app.state.cancelled == ["client disconnected"]
