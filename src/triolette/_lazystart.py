@@ -39,41 +39,41 @@ def probe() -> object | None:
 SCHEDULE_POINT = probe()
 
 
-def drive(
-    awaitable: Awaitable[None], needed: Callable[[object], bool], start: Callable[[], None]
-) -> Awaitable[None]:
-    """An awaitable that awaits ``awaitable`` and calls ``start()`` the first time it is
-    about to yield a ``trap`` for which ``needed(trap)`` is true (at once, when the schedule
-    point is unknown, or ``awaitable`` is not a coroutine or generator)."""
-    if SCHEDULE_POINT is None or not isinstance(awaitable, _STEPPABLE):
-        start()
-        return awaitable
-    return _Relay(awaitable, needed, start)
-
-
 _STEPPABLE = (types.CoroutineType, types.GeneratorType)  # a tuple: ``A | B`` would build a union per call
 
 
 class _Relay:
-    """Steps a coroutine for the ``await`` of ``drive()``'s caller, looking at each trap it yields.
+    """``await drive(awaitable, needed, start)``: awaits ``awaitable`` and calls ``start()``
+    the first time it is about to yield a ``trap`` for which ``needed(trap)`` is true (at
+    once, when the schedule point is unknown or ``awaitable`` is not a coroutine or
+    generator, which are then awaited as they are).
 
-    Looks like a coroutine to ``Task.iter_await_frames()`` (``cr_frame``, ``cr_await``), so
-    that a stack dump of the request's task goes on through the app down to the endpoint.
+    Otherwise the relay itself steps the coroutine for the caller's ``await``, looking at
+    each trap it yields. It looks like a coroutine to ``Task.iter_await_frames()``
+    (``cr_frame``, ``cr_await``), so that a stack dump of the request's task goes on
+    through the app down to the endpoint.
     """
 
     __slots__ = ("_coro", "_needed", "_start")
 
     def __init__(
         self,
-        coro: types.CoroutineType[Any, Any, None] | types.GeneratorType[Any, Any, None],
+        coro: Awaitable[None],
         needed: Callable[[object], bool],
         start: Callable[[], None],
     ) -> None:
-        self._coro = coro
+        # A coroutine or generator when the relay steps it (``__await__`` checks); Any, for
+        # the one path that awaits another kind of awaitable as it is.
+        self._coro: Any = coro
         self._needed: Callable[[object], bool] | None = needed
         self._start = start
 
     def __await__(self) -> Generator[Any, Any, None]:
+        coro = self._coro
+        if SCHEDULE_POINT is None or not isinstance(coro, _STEPPABLE):
+            self._start()
+            awaited: Generator[Any, Any, None] = coro.__await__()
+            return awaited
         return self  # type: ignore[return-value]  # it is one, step by step; not a subclass
 
     def __iter__(self) -> _Relay:
@@ -129,3 +129,6 @@ class _Relay:
 def is_schedule_point(trap: object) -> bool:
     """Whether ``trap`` is trio's pure schedule point (a yield that does not wait)."""
     return trap is SCHEDULE_POINT
+
+
+drive = _Relay  # one object per request: the relay is its own awaitable

@@ -649,8 +649,12 @@ class RequestScope(WebSocketSide):
                 raise
             self.inbox.fail(exc)
             return _NOTHING
-        finally:
-            self._release_reader()
+        finally:  # _release_reader(), written out: this is every message's path
+            self._reader = None
+            done = self._read_done
+            if done is not None:
+                self._read_done = None
+                done.set()
         if reader is APP:
             self.inbox.received(message, self.limit)  # the app's own read is counted at once
         elif self.inbox.received(message) is DROP:

@@ -533,7 +533,7 @@ async def test_a_stream_to_a_client_that_reset_stops_after_a_few_chunks() -> Non
         return StreamingResponse(chunks())
 
     app = Triolette(routes=[Route("/endless", endless)])
-    async with serving(app) as (_, port, connect):
+    async with serving(app) as (_, _port, connect):
         stream = await connect()
         stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await stream.send_all(b"GET /endless HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
