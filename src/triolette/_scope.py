@@ -34,17 +34,16 @@ from triolette._conversation import (
     BODY_TIMEOUT,
     CLOSING,
     DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_MESSAGES,
     DROP,
     GONE,
     SEND_TIMEOUT,
     SENDING,
-    BodyLimit,
     BodyTooLarge,
     Inbox,
     Outbox,
     check_size,
     check_timeout,
-    content_length,
     expired,
     watch_deadline,
 )
@@ -197,7 +196,6 @@ class RequestScope(WebSocketSide):
         "cut_short",
         "holdoff",
         "inbox",
-        "limit",
         "outbox",
         "send_timeout",
         "settings",
@@ -220,12 +218,11 @@ class RequestScope(WebSocketSide):
         self.ws_max_message_size = limit = settings.ws_max_message_size
         if websocket:
             self.body_timeout = None  # a connection waits for messages as long as it likes
-            self.limit = BodyLimit(None, None)
             self.inbox = Inbox(True, math.inf if limit is None else limit)
         else:
             self.body_timeout = settings.body_timeout
-            self.limit = BodyLimit(settings.max_body_size, content_length(scope.get("headers", ())))
-            self.inbox = Inbox(False, settings.max_buffered_body)
+            limit, headers = settings.max_body_size, scope.get("headers", ())
+            self.inbox = Inbox(False, settings.max_buffered_body, DEFAULT_BUFFER_MESSAGES, limit, headers)
         self.outbox = Outbox(websocket)
         self.watcher: str = IDLE
         self.holdoff = 0  # readers that asked the watcher to stay out of receive()
@@ -296,14 +293,14 @@ class RequestScope(WebSocketSide):
     @property
     def max_body_size(self) -> int | None:
         """The body limit in force; set it with ``enter_body_limit``."""
-        return self.limit.limit
+        return self.inbox.limit
 
     def enter_body_limit(self, limit: int | None, *, stricter_only: bool = False) -> None:
         """Put a layer's body limit in force (the innermost applies; ``stricter_only`` for a
         mounted app's). Raises ``BodyTooLarge`` (413) at once if what was read, or the
         declared length, is over it."""
         if not self.is_websocket:
-            self.limit.enter(limit, stricter_only=stricter_only)
+            self.inbox.enter(limit, stricter_only=stricter_only)
 
     def enter_settings(self, settings: RequestSettings) -> None:
         """A mounted app's settings, for a request that enters it: its stricter limit and
@@ -656,7 +653,7 @@ class RequestScope(WebSocketSide):
                 self._read_done = None
                 done.set()
         if reader is APP:
-            self.inbox.received(message, self.limit)  # the app's own read is counted at once
+            self.inbox.received(message, True)  # the app's own read is counted at once
         elif self.inbox.received(message) is DROP:
             return _NOTHING
         if self.inbox.state is GONE:
@@ -684,7 +681,7 @@ class RequestScope(WebSocketSide):
             if not self.is_websocket:  # a WebSocket handler gets its WebSocketDisconnect before any cancellation
                 await trio.lowlevel.checkpoint()
             return dict(inbox.disconnect)
-        if self.limit.declared_over:
+        if inbox.declared_over:
             raise BodyTooLarge
         self.holdoff += 1
         if self._body_deadline == math.inf and self.body_timeout is not None:
@@ -735,16 +732,16 @@ class RequestScope(WebSocketSide):
                         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 elif kind == "http.disconnect":
                     return None
-            if self.limit.declared_over:
+            if inbox.declared_over:
                 raise BodyTooLarge
             if self._body_deadline == math.inf and self.body_timeout is not None:
                 self._start_body_clock()
-            server_receive, limit = self._server_receive, self.limit
+            server_receive = self._server_receive
             self._reader = APP
             try:
                 while True:
                     message = await server_receive()
-                    inbox.received(message, limit)  # counts the chunk: BodyTooLarge past the limit
+                    inbox.received(message, True)  # counts the chunk: BodyTooLarge past the limit
                     kind = message["type"]
                     if kind == "http.request":
                         chunks.append(message.get("body", b""))
@@ -769,7 +766,7 @@ class RequestScope(WebSocketSide):
         if message["type"] == "http.request":
             if not message.get("more_body", False):
                 self.body_consumed = True
-            self.limit.count(len(message.get("body", b"")))
+            self.inbox.count(len(message.get("body", b"")))
         return message
 
     def begin_reading(self) -> None:
@@ -801,7 +798,7 @@ class RequestScope(WebSocketSide):
                 return
         elif kind == "http.response.start":
             self.outbox.start(message)
-            if self.limit.declared_over and not self.inbox.complete:
+            if self.inbox.declared_over and not self.inbox.complete:
                 # Starlette answers 413 to an over-long Content-Length even if the body was never read.
                 self.outbox.send({"type": "http.response.body"})
                 await self._server_send(_TOO_LARGE_START)
