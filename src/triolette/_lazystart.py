@@ -17,8 +17,8 @@ dumps of a request's task still show the endpoint.
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from collections.abc import Awaitable, Generator
+from typing import Any, Protocol
 
 import trio
 
@@ -42,11 +42,23 @@ SCHEDULE_POINT = probe()
 _STEPPABLE = (types.CoroutineType, types.GeneratorType)  # a tuple: ``A | B`` would build a union per call
 
 
+class Watched(Protocol):
+    """What ``drive`` asks, each time the awaited coroutine is about to yield to trio."""
+
+    def watcher_needed(self, trap: object) -> bool:
+        """Whether yielding ``trap`` now leaves the watcher a job."""
+        ...
+
+    def start_watcher(self) -> None:
+        """Start the watcher (called once)."""
+        ...
+
+
 class _Relay:
-    """``await drive(awaitable, needed, start)``: awaits ``awaitable`` and calls ``start()``
-    the first time it is about to yield a ``trap`` for which ``needed(trap)`` is true (at
-    once, when the schedule point is unknown or ``awaitable`` is not a coroutine or
-    generator, which are then awaited as they are).
+    """``await drive(awaitable, owner)``: awaits ``awaitable`` and calls
+    ``owner.start_watcher()`` the first time it is about to yield a ``trap`` for which
+    ``owner.watcher_needed(trap)`` is true (at once, when the schedule point is unknown or
+    ``awaitable`` is not a coroutine or generator, which are then awaited as they are).
 
     Otherwise the relay itself steps the coroutine for the caller's ``await``, looking at
     each trap it yields. It looks like a coroutine to ``Task.iter_await_frames()``
@@ -54,24 +66,21 @@ class _Relay:
     through the app down to the endpoint.
     """
 
-    __slots__ = ("_coro", "_needed", "_start")
+    __slots__ = ("_coro", "_owner")
 
-    def __init__(
-        self,
-        coro: Awaitable[None],
-        needed: Callable[[object], bool],
-        start: Callable[[], None],
-    ) -> None:
+    def __init__(self, coro: Awaitable[None], owner: Watched) -> None:
         # A coroutine or generator when the relay steps it (``__await__`` checks); Any, for
         # the one path that awaits another kind of awaitable as it is.
         self._coro: Any = coro
-        self._needed: Callable[[object], bool] | None = needed
-        self._start = start
+        self._owner: Watched | None = owner  # None once the watcher is started
 
     def __await__(self) -> Generator[Any, Any, None]:
         coro = self._coro
         if SCHEDULE_POINT is None or not isinstance(coro, _STEPPABLE):
-            self._start()
+            owner = self._owner
+            if owner is not None:
+                self._owner = None
+                owner.start_watcher()
             awaited: Generator[Any, Any, None] = coro.__await__()
             return awaited
         return self  # type: ignore[return-value]  # it is one, step by step; not a subclass
@@ -81,7 +90,7 @@ class _Relay:
 
     def __next__(self) -> object:
         trap = self._coro.send(None)
-        if self._needed is not None:
+        if self._owner is not None:
             self._look(trap)
         return trap
 
@@ -93,7 +102,7 @@ class _Relay:
             trap = self._coro.send(value)
         finally:
             del value
-        if self._needed is not None:
+        if self._owner is not None:
             self._look(trap)
         return trap
 
@@ -102,7 +111,7 @@ class _Relay:
             trap = self._coro.throw(error)
         finally:
             del error
-        if self._needed is not None:
+        if self._owner is not None:
             self._look(trap)
         return trap
 
@@ -110,10 +119,10 @@ class _Relay:
         self._coro.close()
 
     def _look(self, trap: object) -> None:
-        needed = self._needed
-        if needed is not None and needed(trap):
-            self._needed = None  # started once: from now on the relay only passes traps on
-            self._start()
+        owner = self._owner
+        if owner is not None and owner.watcher_needed(trap):
+            self._owner = None  # started once: from now on the relay only passes traps on
+            owner.start_watcher()
 
     @property
     def cr_frame(self) -> types.FrameType | None:

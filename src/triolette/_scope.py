@@ -205,6 +205,10 @@ class RequestScope(WebSocketSide):
     )
 
     nursery: trio.Nursery  # where the request's own tasks go (for a WebSocket, not the handler's scope)
+    # The receive and send handed to the app, bound once by run() (None after it):
+    # ``receive is rs.asgi_receive`` says no middleware wrapped it (see ``owns``).
+    asgi_receive: Receive | None
+    asgi_send: Send | None
     _request_nursery: trio.Nursery  # the request's cancel scope: deadline, disconnect, shutdown
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, settings: RequestSettings) -> None:
@@ -239,10 +243,6 @@ class RequestScope(WebSocketSide):
         self.body_consumed = False
         self.cut_short: str | None = None  # BODY_TIMEOUT or SEND_TIMEOUT, when the watcher ended it
         self._background_scope: trio.CancelScope | None = None
-        # The receive and send handed to the app while it runs (bound once; None after):
-        # ``receive is rs.asgi_receive`` says no middleware wrapped it (see ``owns``).
-        self.asgi_receive: Receive | None = None
-        self.asgi_send: Send | None = None
 
     # -- what other modules ask ---------------------------------------------------------
 
@@ -335,7 +335,7 @@ class RequestScope(WebSocketSide):
                             await self._run_websocket(app, receive, send)
                         else:
                             await _lazystart.drive(
-                                app(scope, receive, send), self._watcher_needed, self._start_watcher
+                                app(scope, receive, send), self
                             )
                     except trio.Cancelled:
                         app_cancelled = True
@@ -462,14 +462,14 @@ class RequestScope(WebSocketSide):
 
     # -- the disconnect watcher --------------------------------------------------------
 
-    def _start_watcher(self) -> None:
+    def start_watcher(self) -> None:
         if self.watcher is IDLE:
             self.watcher = RUNNING
             if self._sending_since is not None:  # the send that blocks now is timed from now
                 self._sending_since = trio.current_time()
             self._request_nursery.start_soon(self._watch)
 
-    def _watcher_needed(self, trap: object) -> bool:
+    def watcher_needed(self, trap: object) -> bool:
         """Whether the app, about to yield ``trap`` to trio, leaves the watcher a job.
 
         The one yield that needs no watcher before the response is complete is a pure
@@ -842,7 +842,7 @@ class RequestScope(WebSocketSide):
 
         While the watcher runs, the send is timed from now. Otherwise it is marked
         ``_UNTIMED``: most sends go through at once, and one that blocks starts the watcher
-        (``_watcher_needed``), which times it from that moment (``_start_watcher``).
+        (``watcher_needed``), which times it from that moment (``start_watcher``).
         """
         if self.watcher is RUNNING:
             self._sending_since = trio.current_time()

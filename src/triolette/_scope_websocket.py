@@ -86,9 +86,9 @@ class WebSocketSide:
 
         async def _timed_send(self, message: Message) -> None: ...
 
-        def _watcher_needed(self, trap: object) -> bool: ...
+        def watcher_needed(self, trap: object) -> bool: ...
 
-        def _start_watcher(self) -> None: ...
+        def start_watcher(self) -> None: ...
 
         watcher: str
 
@@ -101,7 +101,7 @@ class WebSocketSide:
         with trio.CancelScope() as self._ws_handler_scope:
             try:
                 await _lazystart.drive(
-                    app(self.asgi_scope, receive, send), self._watcher_needed, self._start_watcher
+                    app(self.asgi_scope, receive, send), self
                 )
             except Exception as exc:
                 if not self._says_closed(exc):
