@@ -41,14 +41,16 @@ class RequestBodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         rs = get_request_scope(scope)
-        if rs is not None and rs.owns(receive):
-            # Inside a triolette app the RequestScope already counts the body as it is read
-            # and checks Content-Length first: putting this limit in force is all this layer
-            # needs (a stricter one re-checks what was read already: 413 at once).
+        if rs is not None:
+            # Inside a triolette app the RequestScope counts the body as it is read from the
+            # server and checks Content-Length first: this limit goes in force there (one
+            # stricter than what was read already answers 413 at once, before the app runs).
             rs.enter_body_limit(self.max_body_size)
-            scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
-            await self.app(scope, receive, send)
-            return
+            if rs.owns(receive):  # nothing between: the scope's count is what the app receives
+                scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
+                await self.app(scope, receive, send)
+                return
+        # A receive of a middleware's (or of a server, with no RequestScope): count what the app receives.
         await RequestBodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
 
 
