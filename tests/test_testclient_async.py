@@ -1023,3 +1023,17 @@ async def test_websocket_session_refuses_each_app_message_out_of_order(messages:
     assert str(info.value) == text
     assert isinstance(info.value, ProtocolError)
     assert isinstance(info.value, AssertionError)
+
+
+async def test_a_denial_response_in_parts_reaches_the_test_whole() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(DENIAL)
+        await send({"type": "websocket.http.response.body", "body": b"go ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"away"})
+
+    with pytest.raises(WebSocketDenialResponse) as info:
+        async with AsyncTestClient(app).websocket_connect("/"):
+            pytest.fail("not accepted")  # pragma: no cover
+    response: Any = info.value
+    assert (response.status_code, response.content) == (403, b"go away")

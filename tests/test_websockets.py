@@ -1237,3 +1237,25 @@ async def test_the_state_attributes_can_be_set_as_in_starlette(setup: str) -> No
     wire = await run_setup(setup, handler, [{"type": "websocket.connect"}])
     assert outcome == [WebSocketState.DISCONNECTED, WebSocketState.DISCONNECTED]
     assert [message["type"] for message in wire] == ["websocket.accept", "websocket.close"]
+
+
+async def test_a_message_over_the_size_limit_before_accept_is_refused_without_a_close_of_its_own() -> None:
+    outcome: list[object] = []
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        websocket: WebSocket = WebSocket(scope, receive, send)
+        await websocket.receive()
+        try:
+            await websocket.receive()
+        except WebSocketDisconnect as exc:
+            outcome.extend([exc.code, websocket.client_state, websocket.application_state])
+
+    peer = Peer(Triolette(routes=[Mount("/", app=raw)], websocket_max_message_size=3))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.run)
+            await peer.send_to_app({"type": "websocket.connect"})
+            await peer.text("four")
+            wire = await peer.rest()
+    assert outcome == [1009, WebSocketState.DISCONNECTED, WebSocketState.CONNECTING]
+    assert wire == [{"type": "websocket.close", "code": 1000, "reason": ""}]  # the scope's, for a handler that returned
