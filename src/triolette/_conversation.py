@@ -229,7 +229,7 @@ LISTENING: Final = "while the client is connected"
 LEFT: Final = "after the client disconnected"
 
 # (state, message type) -> next state. "body" and "trailers" entries depend on more_body /
-# more_trailers and on whether the start announced trailers: see Outbox.send.
+# more_trailers and on whether the start announced trailers: see Outbox._follow.
 _HTTP: Final[dict[tuple[str, str], str]] = {
     (START, "http.response.start"): SENDING,
     (START, "http.response.early_hint"): START,
@@ -271,6 +271,11 @@ for _state, _kind in (*_HTTP, *_WEBSOCKET, *_WEBSOCKET_CLIENT):
 _ALLOWED[DONE] = _ALLOWED[CLOSED] = _ALLOWED[LEFT] = []
 del _state, _kind
 
+# Each table with its first and its last state.
+_HTTP_KIND: Final = (_HTTP, START, DONE)
+_WEBSOCKET_KIND: Final = (_WEBSOCKET, CONNECTING, CLOSED)
+_CLIENT_KIND: Final = (_WEBSOCKET_CLIENT, HANDSHAKE, LEFT)
+
 Refusal = Callable[["Outbox", str], Exception]
 """What an ``Outbox`` raises for a message its state does not allow: called with the
 outbox (still in the state the message found) and the message type."""
@@ -291,16 +296,13 @@ class Outbox:
     clients) chooses it here, and the table stays the one decision about order.
     """
 
-    __slots__ = ("_end", "_first", "_refuse", "_table", "state", "status", "trailers")
+    __slots__ = ("_kind", "_refuse", "state", "status", "trailers")
 
-    def __init__(self, websocket: bool, *, client: bool = False, refuse: Refusal = protocol_error) -> None:
-        if client:
-            self._table, self._first, self._end = _WEBSOCKET_CLIENT, HANDSHAKE, LEFT
-        elif websocket:
-            self._table, self._first, self._end = _WEBSOCKET, CONNECTING, CLOSED
-        else:
-            self._table, self._first, self._end = _HTTP, START, DONE
-        self.state: str = self._first
+    # Keyword options that are not keyword-only: filling keyword-only defaults costs more on
+    # each call, and the RequestScope makes one Outbox per request.
+    def __init__(self, websocket: bool, client: bool = False, refuse: Refusal = protocol_error) -> None:
+        kind = self._kind = _CLIENT_KIND if client else _WEBSOCKET_KIND if websocket else _HTTP_KIND
+        self.state: str = kind[1]
         self._refuse = refuse
         self.trailers = False  # the response start announced trailers
         self.status: int | None = None  # the HTTP response's status, once started
@@ -310,7 +312,7 @@ class Outbox:
         receives); returns the new state. Raises ``refuse(self, type)`` (a ``ProtocolError``
         by default) for a message the current state does not allow, leaving the state as it was."""
         kind = message["type"]
-        state = self._table.get((self.state, kind))
+        state = self._kind[0].get((self.state, kind))
         if state is None:
             raise self._refuse(self, kind)
         if kind in _FOLLOW_UP:
@@ -334,12 +336,12 @@ class Outbox:
 
     def allows(self, kind: str) -> bool:
         """Whether a message of type ``kind`` may come now."""
-        return (self.state, kind) in self._table
+        return (self.state, kind) in self._kind[0]
 
     def lost(self) -> None:
         """The conversation ended without a message for it (a send that failed, a client
         dropped for a message over the size limit): nothing more may come."""
-        self.state = self._end
+        self.state = self._kind[2]
 
     def start(self, message: Message) -> None:
         """``send()`` for an ``http.response.start`` (the table's entry, taken directly)."""
@@ -364,12 +366,12 @@ class Outbox:
     @property
     def started(self) -> bool:
         """The response (or the WebSocket accept, close, or denial; or the client's connect) has begun."""
-        return self.state is not self._first
+        return self.state is not self._kind[1]
 
     @property
     def complete(self) -> bool:
         """Nothing more may be sent: the response is complete, or the connection closed."""
-        return self.state is self._end
+        return self.state is self._kind[2]
 
 
 def expected(state: str, kind: str, *, name_state: bool = True) -> str:
