@@ -224,6 +224,68 @@ def test_an_empty_buffer_is_never_full_even_with_a_zero_cap() -> None:
     assert inbox.full()
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ([], conv.CLOSING),
+        ([request(b"a", more=True)], conv.CLOSING),
+        ([request(b"a")], conv.GONE),  # only the disconnect can follow: this is as good
+        ([{"type": "http.disconnect"}], conv.GONE),
+    ],
+)
+def test_a_closed_connection_means_the_client_has_gone(before: list[dict[str, Any]], after: str) -> None:
+    inbox = Inbox(False)
+    for message in before:
+        inbox.received(message)
+    inbox.closed()
+    assert inbox.state == after
+    assert inbox.gone
+    assert inbox.complete
+    inbox.closed()  # said twice: nothing changes
+    assert inbox.state == after
+
+
+def test_a_websocket_stays_open_when_told_its_connection_closed() -> None:
+    inbox = Inbox(True)
+    inbox.closed()
+    assert inbox.state == conv.OPEN
+    assert not inbox.gone
+    assert not inbox.complete
+
+
+def test_closing_delivers_the_queued_body_in_order_and_never_comes_back() -> None:
+    inbox = Inbox(False)
+    inbox.closed()
+    assert inbox.received(request(b"a", more=True)) == DELIVER
+    assert inbox.state == conv.CLOSING
+    assert inbox.gone
+    assert inbox.received(request(b"b")) == DELIVER  # the last chunk: only the disconnect can follow
+    assert inbox.state == conv.GONE
+    assert inbox.received(request(b"stray")) == DROP
+    assert inbox.received({"type": "http.disconnect"}) == DELIVER
+    assert inbox.gone
+
+
+def test_closing_goes_to_gone_on_the_disconnect() -> None:
+    inbox = Inbox(False)
+    inbox.closed()
+    disconnect = {"type": "http.disconnect"}
+    assert inbox.received(disconnect) == DELIVER
+    assert inbox.state == conv.GONE
+    assert inbox.disconnect is disconnect
+
+
+@pytest.mark.parametrize(
+    ("state", "full"),
+    [(conv.BODY, True), (conv.OPEN, True), (conv.CLOSING, False), (conv.COMPLETE, False), (conv.GONE, False)],
+)
+def test_a_full_buffer_holds_the_client_back_only_while_more_may_come(state: str, full: bool) -> None:
+    inbox = Inbox(False, max_bytes=1)
+    inbox.push(request(b"xx", more=True))
+    inbox.state = state
+    assert inbox.full() is full
+
+
 def test_a_receive_error_is_kept_and_raised_once() -> None:
     inbox = Inbox(False)
     inbox.raise_error()  # nothing kept: nothing raised

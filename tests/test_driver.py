@@ -111,6 +111,115 @@ async def test_receive_waits_for_a_message() -> None:
     assert got == [{"type": "http.disconnect"}]
 
 
+async def test_a_put_parked_on_a_full_queue_is_released_by_the_disconnect() -> None:
+    queue = _AppQueue(2)
+    returned: list[int] = []
+
+    async def reader() -> None:  # the connection's read loop, putting a body nobody takes
+        for n in range(3):
+            await queue.put(body(b"%d" % n, True))
+            returned.append(n)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert returned == [0, 1]  # the third waits for room
+            await queue.put({"type": "http.disconnect"})  # the connection closed
+            await trio.testing.wait_all_tasks_blocked()
+            assert returned == [0, 1, 2]  # released: the read loop goes on to the closed socket
+    assert queue.state == _driver.CLOSED
+    # The parked chunk was dropped (it came after the disconnect): the app gets what was queued,
+    # then the disconnect.
+    expected = [body(b"0", True), body(b"1", True), {"type": "http.disconnect"}]
+    assert [await queue.receive() for _ in range(3)] == expected
+
+
+async def test_after_the_disconnect_the_queue_applies_no_backpressure_and_drops_what_follows(
+    autojump_clock: Any,
+) -> None:
+    queue = _AppQueue(1)
+    await queue.put(body(b"a", True))
+    await queue.put({"type": "http.disconnect"})
+    with trio.testing.assert_no_checkpoints():  # a full queue, yet nothing waits
+        for _ in range(5):
+            await queue.put(body(b"late", True))
+        await queue.put(body(b"", False))
+        await queue.put({"type": "http.disconnect"})
+    assert [await queue.receive() for _ in range(2)] == [body(b"a", True), {"type": "http.disconnect"}]
+    with trio.move_on_after(1) as nothing_more:
+        await queue.receive()
+    assert nothing_more.cancelled_caught
+
+
+async def test_on_close_is_called_once_when_the_disconnect_is_put() -> None:
+    queue = _AppQueue(10)
+    calls: list[str] = []
+    queue.on_close(lambda: calls.append("closed"))
+    await queue.put(body(b"a", True))
+    assert calls == []
+    await queue.put({"type": "http.disconnect"})
+    assert calls == ["closed"]
+    await queue.put({"type": "http.disconnect"})
+    assert calls == ["closed"]
+    queue.on_close(lambda: calls.append("already closed"))  # registered late: called at once
+    assert calls == ["closed", "already closed"]
+
+
+async def test_a_forgotten_on_close_callback_is_not_called() -> None:
+    queue = _AppQueue(10)
+    calls: list[str] = []
+    queue.on_close(lambda: calls.append("closed"))
+    queue.forget()  # the ASGI call ended
+    await queue.put({"type": "http.disconnect"})
+    assert calls == []
+
+
+async def test_a_put_waiting_for_room_probes_the_connection_every_interval(autojump_clock: Any) -> None:
+    probes: list[float] = []
+
+    class Connection:
+        async def probe(self) -> None:  # the third probe finds the peer gone: the connection closes
+            probes.append(trio.current_time())
+            if len(probes) == 3:
+                await queue.put({"type": "http.disconnect"})
+
+    queue = _AppQueue(1, Connection())
+    await queue.put(body(b"a", True))
+    with trio.fail_after(10):
+        await queue.put(body(b"b", True))  # waits for room; nobody takes
+    assert probes == [1.0, 2.0, 3.0]
+    assert queue.state == _driver.CLOSED
+    assert [await queue.receive() for _ in range(2)] == [body(b"a", True), {"type": "http.disconnect"}]
+
+
+async def test_a_put_that_finds_room_does_not_probe(autojump_clock: Any) -> None:
+    probes: list[float] = []
+
+    class Connection:
+        async def probe(self) -> None:  # pragma: no cover - must not be called
+            probes.append(trio.current_time())
+
+    queue = _AppQueue(1, Connection())
+    await queue.put(body(b"a", True))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.put, body(b"b", True))
+        await trio.sleep(0.5)
+        assert await queue.receive() == body(b"a", True)
+    assert probes == []
+    assert await queue.receive() == body(b"b", True)
+
+
+def test_the_peer_left_check_reads_the_tcp_state_or_a_pending_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:  # never connected: its TCP state is CLOSE
+        assert _driver._peer_left(sock) is (_driver.TCP_INFO is not None)
+        monkeypatch.setattr(_driver, "TCP_INFO", None)  # elsewhere: only a reset (a pending error) shows
+        assert _driver._peer_left(sock) is False
+    assert _driver._peer_left(sock) is True  # closed here: nothing more to wait for
+
+
 # -- options -----------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ Each test drives the app through hand-written ASGI servers (``FakeServer`` or a 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -13,9 +14,11 @@ import trio
 import trio.testing
 
 from tests.test_scope import FakeServer, call, http_scope, read_body
+from triolette._driver import CONNECTION_EXTENSION, _AppQueue
 from triolette._scope import get_request_scope
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
+from triolette.exceptions import ClientDisconnect
 from triolette.middleware import Middleware
 from triolette.middleware.body_limit import RequestBodyLimitMiddleware
 from triolette.requests import Request
@@ -593,3 +596,157 @@ async def test_watcher_holds_a_small_capped_part_of_an_unread_body(autojump_cloc
     assert (server.status, server.body) == (200, b"2097152 bytes")  # a late reader still gets all of it
     assert held[0][0] == most  # the cap, not the body limit; past it the client is held back
     assert held[0][1] == most // 8192
+
+
+# -- defect 14: a client that leaves behind a large unread body ----------------------------------
+
+MiB = 1024 * 1024
+
+
+class QueueServer:
+    """A server like triolette's driver: hypercorn's messages go through the driver's own app
+    queue (10 messages, then the reader waits), and the scope carries the connection extension."""
+
+    def __init__(self, chunk: int = 64 * 1024) -> None:
+        self.queue = _AppQueue(10)
+        self.chunk = chunk
+        self.put = 0  # body chunks the reader got into the queue
+        self.sent: list[Message] = []
+
+    def scope(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        scope = http_scope("POST", headers=headers)
+        scope["extensions"] = {CONNECTION_EXTENSION: self.queue}
+        return scope
+
+    async def read_body(self, size: int) -> None:
+        """The connection's read loop: puts the body as it comes (and waits while the queue is full)."""
+        for _ in range(size // self.chunk):
+            await self.queue.put({"type": "http.request", "body": b"x" * self.chunk, "more_body": True})
+            if self.queue.state != "open":
+                return  # the socket is closed: the read loop ends (this chunk was dropped)
+            self.put += 1
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+async def _serve_until_the_client_leaves(app: Any, server: QueueServer, headers: list[tuple[bytes, bytes]]) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.read_body, 16 * MiB)
+            nursery.start_soon(app, server.scope(headers), server.queue.receive, server.send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.put < 16 * MiB // server.chunk  # the client is held back, not buffered
+            rs = held[-1]
+            assert rs.buffered_bytes <= 128 * 1024
+            await server.queue.put({"type": "http.disconnect"})  # hypercorn: the connection closed
+
+
+held: list[Any] = []
+
+
+def _endpoint(log: list[Any], *, reads_late: bool = False) -> Any:
+    async def endpoint(request: Request) -> Response:
+        rs = get_request_scope(request.scope)
+        held.append(rs)
+        try:
+            await trio.sleep(10 if reads_late else math.inf)
+        except trio.Cancelled as exc:
+            log.append(("cancelled", exc.reason))
+            raise
+        got = 0
+        try:
+            async for chunk in request.stream():
+                got += len(chunk)
+        except ClientDisconnect:
+            log.append(("client disconnect after", got, await request.is_disconnected()))
+            raise
+        return PlainTextResponse("read")  # pragma: no cover - the client left first
+
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[(b"content-length", b"%d" % (16 * MiB))], [(b"transfer-encoding", b"chunked")]],
+    ids=["length", "chunked"],
+)
+async def test_defect_14_disconnect_behind_unread_16_mib_body_cancels_handler(
+    autojump_clock: Any, headers: Any
+) -> None:
+    log: list[Any] = []
+    server = QueueServer()
+    app = Triolette(routes=[Route("/", _endpoint(log), methods=["POST"])])
+    await _serve_until_the_client_leaves(app, server, headers)
+    assert log == [("cancelled", "client disconnected")]
+    assert trio.current_time() == 0  # at once, not at some timeout
+    assert server.sent == []  # nothing sent to a client that left
+
+
+async def test_defect_14_with_cancel_on_disconnect_false_the_app_reads_what_was_queued_then_the_disconnect(
+    autojump_clock: Any,
+) -> None:
+    log: list[Any] = []
+    server = QueueServer()
+    app = Triolette(routes=[Route("/", _endpoint(log, reads_late=True), methods=["POST"])], cancel_on_disconnect=False)
+    await _serve_until_the_client_leaves(app, server, [(b"content-length", b"%d" % (16 * MiB))])
+    # Every chunk the server took before the client left reaches the app, in order, then the disconnect.
+    assert log == [("client disconnect after", server.put * server.chunk, True)]
+    assert held[-1].disconnected
+
+
+async def test_defect_14_the_watcher_reads_on_to_the_disconnect_when_the_connection_closes(
+    autojump_clock: Any,
+) -> None:
+    server = QueueServer()
+    seen: list[Any] = []
+
+    async def polls(request: Request) -> Response:
+        rs = get_request_scope(request.scope)
+        held.append(rs)
+        with trio.CancelScope(shield=True):
+            await trio.sleep(1)  # the client leaves meanwhile
+            seen.append((await request.is_disconnected(), rs.buffered_bytes, server.queue.state))
+        await trio.lowlevel.checkpoint()
+        return PlainTextResponse("unreachable")  # pragma: no cover - cancelled at the checkpoint above
+
+    app = Triolette(routes=[Route("/", polls, methods=["POST"])])
+    await _serve_until_the_client_leaves(app, server, [(b"content-length", b"%d" % (16 * MiB))])
+    # The client's leaving is known at once; the watcher took what was queued (bounded by the
+    # driver's queue), and the queue no longer holds the client back.
+    assert seen[0][0] is True
+    assert seen[0][1] <= 128 * 1024 + 10 * server.chunk
+    assert seen[0][2] == "closed"
+    assert server.sent == []
+
+
+async def test_defect_14_a_connection_that_closed_before_the_watcher_filled_up_is_seen_when_it_does(
+    autojump_clock: Any,
+) -> None:
+    queue = _AppQueue(20)
+    for _ in range(12):  # 768 KiB the server took, then the client left (a write to it failed)
+        await queue.put({"type": "http.request", "body": b"x" * 65536, "more_body": True})
+    await queue.put({"type": "http.disconnect"})
+    seen: list[Any] = []
+
+    async def sleeps(request: Request) -> Response:
+        await trio.sleep(1)
+        rs = get_request_scope(request.scope)
+        assert rs is not None
+        seen.append((await request.is_disconnected(), rs.inbox.state, rs.buffered_bytes))
+        return PlainTextResponse("dropped")  # the client has gone: nothing is sent
+
+    scope = http_scope("POST", headers=[(b"content-length", b"%d" % (16 * MiB))])
+    scope["extensions"] = {CONNECTION_EXTENSION: queue}
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:  # pragma: no cover - nothing is sent to a client that left
+        sent.append(message)
+
+    app = Triolette(routes=[Route("/", sleeps, methods=["POST"])], cancel_on_disconnect=False)
+    with trio.fail_after(30):
+        await app(scope, queue.receive, send)
+    # The watcher, full after 128 KiB, asked to be told of the close: told at once, it read on
+    # to the disconnect (all 12 chunks are held for the app, which may still read them).
+    assert seen == [(True, "client gone", 12 * 65536)]
+    assert sent == []

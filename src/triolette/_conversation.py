@@ -111,6 +111,7 @@ class BodyLimit:
 
 # Inbox states
 BODY: Final = "receiving the body"
+CLOSING: Final = "connection closed, messages still queued"  # the server said so outside the messages
 COMPLETE: Final = "body complete"
 OPEN: Final = "open"  # a WebSocket connection, before the client leaves
 GONE: Final = "client gone"
@@ -124,7 +125,32 @@ DROP: Final = "drop"
 
 
 class Inbox:
-    """What the server has said on the request side, and what the watcher holds for the app."""
+    """What the server has said on the request side, and what the watcher holds for the app.
+
+    The states, and what moves between them (``received`` for a message, ``closed`` for the
+    serving layer's word that the connection is gone, ``lost`` for a client that stopped
+    reading):
+
+    ==========  ===================  ==============  ==========  ========
+    state       chunk, more_body     last chunk      disconnect  closed()
+    ==========  ===================  ==============  ==========  ========
+    BODY        BODY                 COMPLETE        GONE        CLOSING
+    CLOSING     CLOSING              GONE            GONE        CLOSING
+    COMPLETE    dropped              dropped         GONE        GONE
+    OPEN (ws)   -                    -               GONE        OPEN
+    GONE        dropped              dropped         GONE        GONE
+    ==========  ===================  ==============  ==========  ========
+
+    CLOSING: the client has gone, but body chunks it sent before wait in the server's queue
+    ahead of its disconnect message; they are delivered, in order, then the disconnect. Once
+    the client has gone (CLOSING or GONE) it never comes back. After the body is complete
+    only the disconnect can follow, so ``closed()`` there is as good as the message.
+
+    A full buffer holds the client back (``full()``) only while the body still comes (BODY)
+    or a WebSocket is OPEN: in CLOSING nothing more arrives than the server has queued
+    already, after the body is COMPLETE only the disconnect can follow, and once GONE
+    nothing is read.
+    """
 
     __slots__ = ("buffer", "buffered", "disconnect", "error", "max_bytes", "max_messages", "state")
 
@@ -149,10 +175,11 @@ class Inbox:
         violation by the server, never buffered)."""
         kind = message["type"]
         if kind == "http.request":
-            if self.state is not BODY:
+            state = self.state
+            if state is not BODY and state is not CLOSING:
                 return DROP
             if not message.get("more_body", False):
-                self.state = COMPLETE
+                self.state = COMPLETE if state is BODY else GONE
         elif kind == "http.disconnect" or kind == "websocket.disconnect":
             self.state = GONE
             self.disconnect = message
@@ -169,9 +196,22 @@ class Inbox:
         return message
 
     def full(self) -> bool:
-        """Whether the watcher must stop reading and hold the client back."""
+        """Whether the watcher must stop reading and hold the client back: while the body
+        (or a WebSocket's messages) still comes, and the buffer is at its cap."""
+        state = self.state
+        if state is not BODY and state is not OPEN:
+            return False
         buffer = self.buffer
         return bool(buffer) and (self.buffered >= self.max_bytes or len(buffer) >= self.max_messages)
+
+    def closed(self) -> None:
+        """The serving layer says the connection is gone, though its disconnect message may
+        wait behind body chunks not read yet (the server's queue holds no more than it has)."""
+        state = self.state
+        if state is BODY:
+            self.state = CLOSING
+        elif state is COMPLETE:
+            self.state = GONE
 
     def watch_only_for_disconnect(self) -> bool:
         """After the body is complete, the only message worth reading is the disconnect."""
@@ -179,12 +219,14 @@ class Inbox:
 
     @property
     def gone(self) -> bool:
-        return self.state is GONE
+        """The client has gone (its disconnect message may still wait behind body chunks)."""
+        state = self.state
+        return state is GONE or state is CLOSING
 
     @property
     def complete(self) -> bool:
         """The whole body has been read from the server (or the client left)."""
-        return self.state is COMPLETE or self.state is GONE
+        return self.state is not BODY and self.state is not OPEN
 
     def lost(self) -> None:
         """The connection is lost without a disconnect message (a client that stopped reading)."""

@@ -16,6 +16,15 @@ the same job with fewer task switches:
 - a peer that closes is noticed by the read loop at once, and the socket is closed then,
   not when the keep-alive timer would have fired.
 
+Each ASGI call gets the scope extension ``scope["extensions"]["triolette.connection"]``:
+an object whose ``on_close(callback)`` registers one synchronous callback (it must not
+raise), called once when the connection closes, that is when hypercorn puts the call's disconnect message
+(at once if that has happened). The disconnect may wait behind body chunks the app has not
+read (the queue holds the client back meanwhile), so this is how the RequestScope learns
+that a client left however much of its body is unread. hypercorn's own workers do not set
+it. The queue stops holding the client back then, so the read loop goes on to the closed
+socket and the connection ends even if the app never reads again.
+
 Closing is safe by construction: the socket is closed with ``notify_closing`` (which wakes
 a waiting reader or writer with ``ClosedResourceError``), and the end-of-file is sent only
 when no write is in progress. TLS connections go through hypercorn's own ``TCPServer``.
@@ -33,7 +42,7 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
 from hypercorn.events import Closed, RawData, Updated
@@ -51,11 +60,19 @@ if TYPE_CHECKING:
     from hypercorn.events import Event
     from hypercorn.typing import AppWrapper, TaskGroup
 
-__all__ = ["check_hypercorn", "serve_sockets"]
+__all__ = ["CONNECTION_EXTENSION", "check_hypercorn", "serve_sockets"]
 
 logger = logging.getLogger("triolette")
 
+# The ASGI scope extension through which an app learns that its connection closed.
+CONNECTION_EXTENSION: Final = "triolette.connection"
 MAX_RECV = 2**16
+# While the read loop waits for the app to take its body, how often it asks the kernel
+# whether the peer has closed or reset the connection (their FIN or RST waits unread).
+PROBE_INTERVAL = 1.0
+# Linux's TCP states (TCP_INFO's first byte) that mean the peer has gone: CLOSE_WAIT, CLOSE.
+TCP_PEER_GONE = {8, 7}
+TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)  # Linux only
 # Reads (or accepts) in a row that found data waiting before the task yields to the others.
 STREAK = 16
 # accept() errors that mean "out of something for now": wait a moment and try again.
@@ -112,6 +129,15 @@ def check_hypercorn() -> list[str]:
 # -- the app's side of one stream -------------------------------------------------------------
 
 
+# _AppQueue states
+OPEN: Final = "open"
+CLOSED: Final = "closed"  # the disconnect is in: no more backpressure, nothing more taken
+
+
+class _Probed(Protocol):
+    async def probe(self) -> None: ...
+
+
 class _AppQueue:
     """What hypercorn puts for the app (``put``) and the app's ASGI ``receive``.
 
@@ -119,28 +145,83 @@ class _AppQueue:
     (past that it waits: a request body is read only as fast as the app takes it); the
     disconnect message never waits. An empty final body chunk is merged into the chunk
     before it when the app has not taken that one yet.
+
+    Once the disconnect is put the queue is CLOSED: a ``put`` that waited for room goes on
+    at once, and what is put after it is dropped (the connection is gone), so that the
+    connection's read loop reaches the closed socket and ends even if the app never reads
+    again. ``on_close`` is the app's way to learn of it before it reads its way to the
+    disconnect (the ``triolette.connection`` scope extension). hypercorn puts the disconnect
+    also when the app's response ends before the body it did not read (it closes the
+    connection then), so a read loop that waited for room is never left behind.
+
+    ``connection.probe()`` is awaited every ``PROBE_INTERVAL`` seconds while a ``put`` waits
+    for room: a peer that left may be seen by the kernel though its end of the stream
+    waits behind the unread body.
     """
 
-    __slots__ = ("_capacity", "_items", "_receivers", "_senders")
+    __slots__ = ("_capacity", "_closed_callback", "_connection", "_items", "_receivers", "_senders", "state")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, connection: _Probed | None = None) -> None:
         self._capacity = capacity
+        self._connection = connection
         self._items: deque[dict[str, Any]] = deque()
         self._receivers = trio.lowlevel.ParkingLot()
         self._senders = trio.lowlevel.ParkingLot()
+        self._closed_callback: Callable[[], None] | None = None
+        self.state: str = OPEN
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (once, synchronously, and it must not raise) when the
+        connection closes; at once if it has. Registering again replaces the callback."""
+        if self.state is CLOSED:
+            callback()
+        else:
+            self._closed_callback = callback
+
+    def forget(self) -> None:
+        """The ASGI call is over: drop the callback (it refers to the call's objects)."""
+        self._closed_callback = None
 
     async def put(self, message: dict[str, Any]) -> None:
+        if self.state is CLOSED:
+            return  # the connection is gone: nobody will read it
         items = self._items
-        if items and message["type"] == "http.request" and not message.get("more_body") and not message["body"]:
-            last = items[-1]
-            if last["type"] == "http.request" and last.get("more_body"):
-                last["more_body"] = False
-                return
-        while len(items) >= self._capacity and not message["type"].endswith("disconnect"):
-            await self._senders.park()
+        kind = message["type"]
+        if kind == "http.request":
+            if items and not message.get("more_body") and not message["body"]:
+                last = items[-1]
+                if last["type"] == "http.request" and last.get("more_body"):
+                    last["more_body"] = False
+                    return
+        elif kind.endswith("disconnect"):
+            self._close(message)
+            return
+        while len(items) >= self._capacity:
+            connection = self._connection
+            if connection is None:
+                await self._senders.park()
+            else:
+                with trio.move_on_after(PROBE_INTERVAL) as waited:
+                    await self._senders.park()
+                if waited.cancelled_caught:
+                    await connection.probe()  # may close the connection: then the disconnect is in
+            if self.state is CLOSED:
+                return  # closed while it waited: dropped, as if put after the disconnect
         items.append(message)
         if self._receivers:
             self._receivers.unpark()
+
+    def _close(self, disconnect: dict[str, Any]) -> None:
+        self.state = CLOSED
+        self._items.append(disconnect)
+        if self._senders:  # (unparking costs even when nobody waits)
+            self._senders.unpark_all()
+        if self._receivers:
+            self._receivers.unpark()
+        callback = self._closed_callback
+        if callback is not None:
+            self._closed_callback = None
+            callback()
 
     async def receive(self) -> dict[str, Any]:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -156,11 +237,12 @@ class _AppQueue:
 class _TaskGroup:
     """hypercorn's TaskGroup interface, on the connection's nursery."""
 
-    __slots__ = ("_nursery", "_server")
+    __slots__ = ("_connection", "_nursery", "_server")
 
-    def __init__(self, nursery: trio.Nursery, server: _Server) -> None:
+    def __init__(self, nursery: trio.Nursery, connection: _Connection) -> None:
         self._nursery = nursery
-        self._server = server
+        self._connection = connection
+        self._server = connection.server
 
     async def spawn_app(
         self,
@@ -169,8 +251,9 @@ class _TaskGroup:
         scope: dict[str, Any],
         send: Callable[[Any], Awaitable[None]],
     ) -> Callable[[Any], Awaitable[None]]:
-        queue = _AppQueue(config.max_app_queue_size)
-        self._nursery.start_soon(_run_app, app, config, scope, queue.receive, send, self._server)
+        queue = _AppQueue(config.max_app_queue_size, self._connection)
+        scope["extensions"][CONNECTION_EXTENSION] = queue  # hypercorn's streams always set "extensions"
+        self._nursery.start_soon(_run_app, app, config, scope, queue, send, self._server)
         return queue.put
 
     def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -181,14 +264,14 @@ async def _run_app(
     app: AppWrapper,
     config: Config,
     scope: dict[str, Any],
-    receive: Callable[[], Awaitable[Any]],
+    queue: _AppQueue,
     send: Callable[[Any], Awaitable[None]],
     server: _Server,
 ) -> None:
     """One ASGI call, as hypercorn's trio worker runs it, except at a forced stop: a request
     that has not started its response then gets a 503 (connection: close), not a 500."""
     try:
-        await app(scope, receive, send, trio.to_thread.run_sync, trio.from_thread.run)  # type: ignore[arg-type]
+        await app(scope, queue.receive, send, trio.to_thread.run_sync, trio.from_thread.run)  # type: ignore[arg-type]
     except trio.Cancelled:
         raise
     except BaseExceptionGroup as error:
@@ -199,6 +282,7 @@ async def _run_app(
     except Exception:
         await config.log.exception("Error in ASGI Framework")
     finally:
+        queue.forget()
         if server.terminated:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await _answer_unanswered(send)
@@ -247,7 +331,7 @@ class _Connection:
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    task_group = cast("TaskGroup", _TaskGroup(nursery, server))
+                    task_group = cast("TaskGroup", _TaskGroup(nursery, self))
                     self.protocol = ProtocolWrapper(
                         server.app, server.config, server.context, task_group, server.state,
                         False, client, where, self.send, "http/1.1",
@@ -403,6 +487,12 @@ class _Connection:
         if gone:
             await self._peer_gone()
 
+    async def probe(self) -> None:
+        """While the app does not take its body (the read loop waits): has the peer closed
+        or reset the connection? Then it is gone, as if the read loop had met its end."""
+        if not self.closed and _peer_left(self.sock):
+            await self._peer_gone()
+
     async def _peer_gone(self) -> None:
         self.close()
         await self._protocol_closed()
@@ -417,6 +507,18 @@ class _Connection:
                 sock.shutdown(socket.SHUT_WR)
         trio.lowlevel.notify_closing(sock)
         sock.close()
+
+
+def _peer_left(sock: socket.socket) -> bool:
+    """Whether the kernel knows the peer closed (FIN) or reset (RST) the connection, however
+    much unread data is ahead of that. Linux: the TCP state; elsewhere: a pending error
+    (a reset) only."""
+    try:
+        if TCP_INFO is not None:
+            return sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 1)[0] in TCP_PEER_GONE
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+    except OSError:  # closed meanwhile
+        return True
 
 
 # -- the server --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from triolette import _lazystart
 from triolette._conversation import (
     BODY,
     BODY_TIMEOUT,
+    CLOSING,
     DEFAULT_BUFFER_BYTES,
     DROP,
     GONE,
@@ -73,6 +74,7 @@ __all__ = [
 ]
 
 SCOPE_KEY = "triolette.request_scope"
+CONNECTION_KEY = "triolette.connection"  # the ASGI scope extension triolette's driver sets (see _driver.py)
 EVENT_STREAM_KEY = "triolette.event_stream"  # set in the ASGI scope of a request answered with server-sent events
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
@@ -246,8 +248,10 @@ class RequestScope(WebSocketSide):
 
     @property
     def disconnected(self) -> bool:
-        """The client has gone (or was dropped for not reading within send_timeout)."""
-        return self.inbox.state is GONE
+        """The client has gone (or was dropped for not reading within send_timeout); body
+        chunks it sent before may still wait for the app (the connection closed, CLOSING)."""
+        state = self.inbox.state
+        return state is GONE or state is CLOSING
 
     @property
     def response_started(self) -> bool:
@@ -488,9 +492,9 @@ class RequestScope(WebSocketSide):
             # A request without a body: the server already holds its one (empty) http.request
             # message, so this first read returns at once and needs no cancel scope around it.
             message = await self._read(WATCHER)
-            if message is _NOTHING or self.disconnected:
+            if message is _NOTHING or message is self.inbox.disconnect:
                 return
-            self.inbox.push(message)
+            self.inbox.push(message)  # the loop below stops at once if that was all (GONE)
         while not self._done_watching():
             stop = False
             deadline = self._watch_deadline = self._watchdog_deadline()
@@ -509,6 +513,10 @@ class RequestScope(WebSocketSide):
         inbox = self.inbox
         while True:
             while self.holdoff or self._reader or inbox.full():
+                if not (self.holdoff or self._reader or self.is_websocket):
+                    self._watch_connection()  # held back by its full buffer: nobody reads for now
+                    if not inbox.full():
+                        break  # the connection had closed already: read on to the disconnect
                 event = self._wake_watcher = trio.Event()
                 await event.wait()
             if self._done_watching():  # the endpoint read the disconnect itself, or the response is over
@@ -519,9 +527,9 @@ class RequestScope(WebSocketSide):
                     return True  # receive() failed: the app learns of it on its next read
                 await trio.lowlevel.checkpoint()  # a stray message dropped: let the others run
                 continue
-            if self.disconnected:
+            if message is inbox.disconnect:
                 return True
-            inbox.push(message)
+            inbox.push(message)  # a body chunk (perhaps the last one the client sent before it left)
 
     def _may_have_body(self) -> bool:
         """Whether a body may follow: announced (Content-Length other than 0, Transfer-Encoding),
@@ -544,11 +552,29 @@ class RequestScope(WebSocketSide):
         """The client has gone, the watcher was stopped, or the response is sent (the last
         chunk included: while it is being sent, its send timeout is still watched)."""
         return (
-            self.disconnected
+            self.inbox.state is GONE  # not CLOSING: what is queued before the disconnect is read first
             or self.watcher is not RUNNING
             or (self.outbox.complete and self._sending_since is None)
             or self.inbox.error is not None
         )
+
+    def _watch_connection(self) -> None:
+        """Ask the serving layer, if it can (the ``triolette.connection`` extension), to call
+        ``_connection_closed`` when the connection closes. Only while the watcher does not
+        read: then a disconnect may wait unseen behind body chunks nobody reads. Asking again
+        replaces the callback; it is called at once if the connection has closed."""
+        extensions = self.asgi_scope.get("extensions")
+        if extensions and CONNECTION_KEY in extensions:
+            extensions[CONNECTION_KEY].on_close(self._connection_closed)
+
+    def _connection_closed(self) -> None:
+        """The serving layer's word that the connection closed (the ``triolette.connection``
+        extension): the disconnect message may wait behind body chunks nobody read, and the
+        server reads no more. The request is cancelled as for a disconnect, and the watcher
+        stops holding the client back: it reads on to the disconnect."""
+        self.inbox.closed()
+        self._wake()
+        self._on_disconnect()
 
     def _on_disconnect(self) -> None:
         if self.cancel_on_disconnect and not self.outbox.complete:
