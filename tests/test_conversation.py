@@ -380,6 +380,7 @@ def body(more: bool = False) -> dict[str, Any]:
         ([start(trailers=True), {"type": "http.response.pathsend", "path": "/f"}], conv.TRAILERS),
         ([start(trailers=True), body(), {"type": "http.response.trailers", "more_trailers": True}], conv.TRAILERS),
         ([start(trailers=True), body(), {"type": "http.response.trailers", "headers": []}], conv.DONE),
+        ([start(trailers=True), body(more=True), {"type": "http.response.pathsend", "path": "/f"}], conv.TRAILERS),
     ],
 )
 def test_http_response_transitions(messages: list[dict[str, Any]], state: str) -> None:
@@ -464,6 +465,162 @@ def test_websocket_messages_out_of_order_name_the_message_and_the_state(kinds: l
 
 def test_protocol_error_is_a_runtime_error() -> None:
     assert issubclass(ProtocolError, RuntimeError)
+
+
+# -- the client's side of a WebSocket (what WebSocket.receive checks) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kinds", "state"),
+    [
+        ([], conv.HANDSHAKE),
+        (["websocket.connect"], conv.LISTENING),
+        (["websocket.connect", "websocket.receive", "websocket.receive"], conv.LISTENING),
+        (["websocket.connect", "websocket.disconnect"], conv.LEFT),
+    ],
+)
+def test_websocket_client_transitions(kinds: list[str], state: str) -> None:
+    client = Outbox(True, client=True)
+    for kind in kinds:
+        client.send({"type": kind})
+    assert client.state == state
+    assert client.started is (state != conv.HANDSHAKE)
+    assert client.complete is (state == conv.LEFT)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "error"),
+    [
+        (["websocket.receive"], r"""^Expected ASGI message "websocket.connect" before the connect message, but got"""),
+        (["websocket.disconnect"], r"""^Expected ASGI message "websocket.connect" before the connect message"""),
+        (
+            ["websocket.connect", "websocket.connect"],
+            r"""^Expected ASGI message "websocket.receive" or "websocket.disconnect" while the client is connected, """
+            r"""but got 'websocket.connect'$""",
+        ),
+        (
+            ["websocket.connect", "websocket.disconnect", "websocket.receive"],
+            r"^Unexpected ASGI message 'websocket.receive' after the client disconnected: nothing more may be sent.$",
+        ),
+    ],
+)
+def test_websocket_client_messages_out_of_order_name_the_message_and_the_state(kinds: list[str], error: str) -> None:
+    client = Outbox(True, client=True)
+    for kind in kinds[:-1]:
+        client.send({"type": kind})
+    with pytest.raises(ProtocolError, match=error):
+        client.send({"type": kinds[-1]})
+
+
+# -- who words the refusal --------------------------------------------------------------------------
+
+
+class Refused(Exception):
+    pass
+
+
+def refuse_with_state(outbox: Outbox, kind: str) -> Refused:
+    return Refused(outbox.state, kind)
+
+
+@pytest.mark.parametrize(
+    ("websocket", "client", "before", "message"),
+    [
+        (False, False, [], body()),
+        (False, False, [start(), body()], start()),
+        (True, False, [{"type": "websocket.close"}], {"type": "websocket.send"}),
+        (True, True, [], {"type": "websocket.receive"}),
+    ],
+)
+def test_a_refusal_of_its_own_is_raised_with_the_state_the_message_found(
+    websocket: bool, client: bool, before: list[dict[str, Any]], message: dict[str, Any]
+) -> None:
+    outbox = Outbox(websocket, client=client, refuse=refuse_with_state)
+    for earlier in before:
+        outbox.send(earlier)
+    state = outbox.state
+    with pytest.raises(Refused) as info:
+        outbox.send(message)
+    assert info.value.args == (state, message["type"])
+    assert outbox.state == state  # a refused message changes nothing
+
+
+def test_the_start_and_body_shortcuts_raise_the_refusal_of_their_outbox() -> None:
+    outbox = Outbox(False, refuse=refuse_with_state)
+    with pytest.raises(Refused):
+        outbox.body(body())
+    outbox.start(start())
+    with pytest.raises(Refused):
+        outbox.start(start())
+
+
+@pytest.mark.parametrize(
+    ("state", "kind", "sentence"),
+    [
+        (
+            conv.CONNECTING,
+            "websocket.send",
+            """Expected ASGI message "websocket.accept", "websocket.close" or "websocket.http.response.start", """
+            """but got 'websocket.send'""",
+        ),
+        (
+            conv.CONNECTED,
+            "websocket.accept",
+            """Expected ASGI message "websocket.send" or "websocket.close", but got 'websocket.accept'""",
+        ),
+        (
+            conv.DENIAL,
+            "websocket.send",
+            """Expected ASGI message "websocket.http.response.body", but got 'websocket.send'""",
+        ),
+        (
+            conv.HANDSHAKE,
+            "websocket.receive",
+            """Expected ASGI message "websocket.connect", but got 'websocket.receive'""",
+        ),
+        (conv.CLOSED, "websocket.send", "Unexpected ASGI message 'websocket.send': nothing more may be sent."),
+    ],
+)
+def test_expected_without_the_state_is_starlettes_sentence(state: str, kind: str, sentence: str) -> None:
+    assert conv.expected(state, kind, name_state=False) == sentence
+    named = conv.expected(state, kind)
+    assert f" {state}" in named
+    assert named.replace(f" {state}", "", 1) == sentence  # the same sentence, with the state named
+
+
+@pytest.mark.parametrize(
+    ("websocket", "client", "before", "allowed", "refused"),
+    [
+        (False, False, [], "http.response.start", "http.response.body"),
+        (False, False, [start(trailers=True), body()], "http.response.trailers", "http.response.body"),
+        (True, False, [], "websocket.accept", "websocket.send"),
+        (True, False, [{"type": "websocket.accept"}], "websocket.send", "websocket.accept"),
+        (True, True, [], "websocket.connect", "websocket.receive"),
+    ],
+)
+def test_allows_answers_from_the_table_without_moving(
+    websocket: bool, client: bool, before: list[dict[str, Any]], allowed: str, refused: str
+) -> None:
+    outbox = Outbox(websocket, client=client)
+    for earlier in before:
+        outbox.send(earlier)
+    state = outbox.state
+    assert outbox.allows(allowed)
+    assert not outbox.allows(refused)
+    assert outbox.state == state
+
+
+@pytest.mark.parametrize(
+    ("websocket", "client", "end"),
+    [(False, False, conv.DONE), (True, False, conv.CLOSED), (True, True, conv.LEFT)],
+)
+def test_lost_ends_the_conversation_without_a_message(websocket: bool, client: bool, end: str) -> None:
+    outbox = Outbox(websocket, client=client)
+    outbox.lost()
+    assert outbox.state == end
+    assert outbox.complete
+    with pytest.raises(ProtocolError, match="nothing more may be sent"):
+        outbox.send({"type": "websocket.close" if websocket else "http.response.start"})
 
 
 # -- deadlines --------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import trio
 
+from triolette._conversation import ProtocolError
+from triolette._testing import ResponseProtocolError
 from triolette.applications import Triolette
 from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -263,3 +265,69 @@ def test_the_app_sees_a_disconnect_after_the_response() -> None:
 
 def test_testclient_is_not_collected_by_pytest() -> None:
     assert TestClient.__test__ is False
+
+
+# -- the order of the app's messages: the Outbox table, in Starlette's client's words --------------
+
+START: Message = {"type": "http.response.start", "status": 200, "headers": []}
+START_WITH_TRAILERS: Message = {**START, "trailers": True}
+BODY: Message = {"type": "http.response.body", "body": b"x"}
+MORE: Message = {"type": "http.response.body", "body": b"x", "more_body": True}
+TRAILERS: Message = {"type": "http.response.trailers", "headers": []}
+
+RESPONSE_OUT_OF_ORDER = [
+    ([START, START], 'Received multiple "http.response.start" messages.'),
+    ([START, BODY, START], 'Received multiple "http.response.start" messages.'),
+    ([BODY], 'Received "http.response.body" without "http.response.start".'),
+    ([START, BODY, BODY], 'Received "http.response.body" after response completed.'),
+    ([START_WITH_TRAILERS, BODY, BODY], 'Received "http.response.body" after body completed.'),
+    ([START_WITH_TRAILERS, BODY, TRAILERS, BODY], 'Received "http.response.body" after response completed.'),
+    ([TRAILERS], 'Received "http.response.trailers" without declaring trailers.'),
+    ([START, TRAILERS], 'Received "http.response.trailers" without declaring trailers.'),
+    ([START, BODY, TRAILERS], 'Received "http.response.trailers" without declaring trailers.'),
+    ([START_WITH_TRAILERS, MORE, TRAILERS], 'Received "http.response.trailers" before body completed.'),
+    ([START_WITH_TRAILERS, BODY, TRAILERS, TRAILERS], 'Received "http.response.trailers" after response completed.'),
+    (  # Starlette's client has no words for these: the table's own, naming the state
+        [START, BODY, {"type": "http.response.debug", "info": {}}],
+        "Unexpected ASGI message 'http.response.debug' after the response is complete: nothing more may be sent.",
+    ),
+    (
+        [{"type": "http.response.zerocopysend", "file": 3}],
+        'Expected ASGI message "http.response.start", "http.response.early_hint", "http.response.debug" or '
+        """"http.response.push" before the response start, but got 'http.response.zerocopysend'""",
+    ),
+]
+
+
+def sends(*messages: Message) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for message in messages:
+            await send(message)
+
+    return app
+
+
+@pytest.mark.parametrize(("messages", "text"), RESPONSE_OUT_OF_ORDER)
+def test_testclient_refuses_each_response_message_out_of_order(messages: list[Message], text: str) -> None:
+    with pytest.raises(ResponseProtocolError) as info:
+        TestClient(sends(*messages)).get("/")
+    assert str(info.value) == text
+    assert isinstance(info.value, ProtocolError)  # as the server's RequestScope raises
+    assert isinstance(info.value, RuntimeError)
+    assert isinstance(info.value, AssertionError)  # as Starlette's client asserts
+
+
+def test_testclient_reports_a_response_in_order_to_the_end() -> None:
+    app = sends(
+        {"type": "http.response.debug", "info": {"template": "t.html"}},
+        START_WITH_TRAILERS,
+        MORE,
+        {"type": "http.response.early_hint", "links": []},
+        BODY,
+        {"type": "http.response.trailers", "headers": [(b"x-one", b"1")], "more_trailers": True},
+        {"type": "http.response.trailers", "headers": [(b"x-two", b"2")]},
+    )
+    response = TestClient(app).get("/")
+    assert response.content == b"xx"
+    assert response.extensions["http.response.trailers"] == [(b"x-one", b"1"), (b"x-two", b"2")]
+    assert response.extensions["http.response.debug"] == {"template": "t.html"}

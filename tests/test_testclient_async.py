@@ -15,12 +15,17 @@ import pytest
 import trio
 import trio.testing
 
+from tests.conftest import http_scope
+from tests.test_testclient import RESPONSE_OUT_OF_ORDER, sends
+from triolette._conversation import ProtocolError
+from triolette._testing import HTTPExchange, ResponseProtocolError
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
 from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from triolette.routing import Route, WebSocketRoute
 from triolette.testclient import AsyncTestClient, WebSocketDenialResponse
+from triolette.types import Message
 from triolette.websockets import WebSocket, WebSocketDisconnect
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -808,10 +813,18 @@ async def test_websocket_sessions_report_what_the_app_got_wrong() -> None:
         with pytest.raises(RuntimeError, match="open already"):
             await ws.__aenter__()
     await ws.__aexit__(None, None, None)  # a second exit does nothing
-    with pytest.raises(RuntimeError, match=r"Expected 'websocket\.http\.response\.body', got 'websocket\.send'"):
+    denial_body = (
+        r"""^Expected ASGI message "websocket\.http\.response\.body" while a denial response is sent, """
+        r"""but got 'websocket\.send'$"""
+    )
+    with pytest.raises(ResponseProtocolError, match=denial_body):
         async with AsyncTestClient(garbled_denial).websocket_connect("/"):
             pytest.fail("not accepted")  # pragma: no cover
-    with pytest.raises(RuntimeError, match=r"Expected 'websocket\.accept', got 'websocket\.send'"):
+    accept = (
+        r"""^Expected ASGI message "websocket\.accept", "websocket\.close" or "websocket\.http\.response\.start" """
+        r"""before accept, but got 'websocket\.send'$"""
+    )
+    with pytest.raises(ResponseProtocolError, match=accept):
         async with AsyncTestClient(sends_before_accepting).websocket_connect("/"):
             pytest.fail("not accepted")  # pragma: no cover
 
@@ -923,3 +936,104 @@ async def test_task_group_keeps_several_failures_together() -> None:
         async with task_group("test") as nursery:
             nursery.start_soon(fail, 1)
             nursery.start_soon(fail, 2)
+
+
+# -- the order of the app's messages: the Outbox table, in Starlette's client's words --------------
+
+
+@pytest.mark.parametrize(("messages", "text"), RESPONSE_OUT_OF_ORDER)
+async def test_async_testclient_refuses_each_response_message_out_of_order(messages: list[Message], text: str) -> None:
+    with pytest.raises(ResponseProtocolError) as info:
+        await AsyncTestClient(sends(*messages)).get("/")
+    assert str(info.value) == text
+    assert isinstance(info.value, ProtocolError)
+    assert isinstance(info.value, AssertionError)
+
+
+async def test_a_response_completed_by_pathsend_ends_without_waiting_for_the_app(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+        await trio.sleep(10)  # background work after a complete response
+
+    async def no_body() -> AsyncIterator[bytes]:
+        return
+        yield b""  # pragma: no cover - makes this an async generator
+
+    exchange = HTTPExchange(app, http_scope(), no_body(), raise_server_exceptions=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(exchange.run)
+        await exchange.start()
+        assert await exchange.next_chunk() is None  # this client offers no pathsend: it does not read the file
+        assert trio.current_time() == 0  # the response was complete: the client did not wait for the app
+        await exchange.aclose()
+        assert trio.current_time() == 10
+
+
+ACCEPT: Message = {"type": "websocket.accept"}
+WS_CLOSE: Message = {"type": "websocket.close", "code": 1000}
+WS_SEND: Message = {"type": "websocket.send", "text": "x"}
+DENIAL: Message = {"type": "websocket.http.response.start", "status": 403, "headers": []}
+DENIAL_BODY: Message = {"type": "websocket.http.response.body", "body": b"no"}
+
+
+@pytest.mark.parametrize(
+    ("messages", "text"),
+    [
+        (
+            [WS_SEND],
+            """Expected ASGI message "websocket.accept", "websocket.close" or "websocket.http.response.start" """
+            """before accept, but got 'websocket.send'""",
+        ),
+        (
+            [ACCEPT, ACCEPT],
+            """Expected ASGI message "websocket.send" or "websocket.close" while the connection is open, """
+            """but got 'websocket.accept'""",
+        ),
+        (
+            [ACCEPT, WS_CLOSE, WS_SEND],
+            "Unexpected ASGI message 'websocket.send' after the connection is closed: nothing more may be sent.",
+        ),
+        (
+            [WS_CLOSE, ACCEPT],
+            "Unexpected ASGI message 'websocket.accept' after the connection is closed: nothing more may be sent.",
+        ),
+        (
+            [DENIAL, WS_SEND],
+            """Expected ASGI message "websocket.http.response.body" while a denial response is sent, """
+            """but got 'websocket.send'""",
+        ),
+        (
+            [DENIAL, DENIAL_BODY, WS_CLOSE],
+            "Unexpected ASGI message 'websocket.close' after the connection is closed: nothing more may be sent.",
+        ),
+    ],
+)
+async def test_websocket_session_refuses_each_app_message_out_of_order(messages: list[Message], text: str) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        for message in messages:
+            await send(message)
+
+    with pytest.raises(ResponseProtocolError) as info:  # raised in the app's send, as a server does
+        async with AsyncTestClient(app).websocket_connect("/") as session:
+            await session.receive()  # the app's first message after the accept, or its error
+    assert str(info.value) == text
+    assert isinstance(info.value, ProtocolError)
+    assert isinstance(info.value, AssertionError)
+
+
+async def test_a_denial_response_in_parts_reaches_the_test_whole() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(DENIAL)
+        await send({"type": "websocket.http.response.body", "body": b"go ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"away"})
+
+    with pytest.raises(WebSocketDenialResponse) as info:
+        async with AsyncTestClient(app).websocket_connect("/"):
+            pytest.fail("not accepted")  # pragma: no cover
+    response: Any = info.value
+    assert (response.status_code, response.content) == (403, b"go away")

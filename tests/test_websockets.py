@@ -16,8 +16,10 @@ import trio.lowlevel
 import trio.testing
 
 from triolette import websockets
+from triolette._conversation import ProtocolError
 from triolette.applications import Triolette
 from triolette.exceptions import WebSocketException
+from triolette.middleware import Middleware
 from triolette.responses import PlainTextResponse
 from triolette.routing import Mount, WebSocketRoute
 from triolette.testclient import TestClient
@@ -279,6 +281,7 @@ async def test_a_handler_told_of_the_disconnect_gets_a_bounded_grace(autojump_cl
         outer.cancel_scope.cancel()
     assert outcome == [3]  # no handler outlives its connection by more than send_timeout
     assert peer.error is None
+
 
 async def test_a_websocketdisconnect_left_uncaught_after_the_client_left_is_not_an_error() -> None:
     async def handler(websocket: WebSocket) -> None:
@@ -890,3 +893,369 @@ def test_all_is_sorted() -> None:
     assert websockets.__all__ == sorted(websockets.__all__)
     for name in websockets.__all__:
         assert hasattr(websockets, name)
+
+
+# -- the order of messages: the Outbox tables, with and without a RequestScope ---------------------
+
+DENIAL_EXTENSION = {"websocket.http.response": {}}
+ACCEPT: Message = {"type": "websocket.accept", "subprotocol": None, "headers": []}
+CLOSE: Message = {"type": "websocket.close", "code": 1000, "reason": ""}
+DENIAL_START: Message = {"type": "websocket.http.response.start", "status": 403, "headers": []}
+
+
+class WrapSend:
+    """A pure ASGI middleware that wraps ``send`` (the WebSocket then checks an outbox of its own)."""
+
+    def __init__(self, app: Any, inject: Message | None = None) -> None:
+        self.app = app
+        self.inject = inject
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def wrapped(message: Message) -> None:
+            if self.inject is not None:  # a middleware that answers the handshake itself
+                inject, self.inject = self.inject, None
+                await send(inject)
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+async def run_plain(handler: Handler, client: list[Message]) -> list[Message]:
+    """``handler`` on a WebSocket made by hand: no RequestScope, a receive and send of lists."""
+    wire: list[Message] = []
+
+    async def receive() -> Message:
+        return client.pop(0)
+
+    async def send(message: Message) -> None:
+        wire.append(message)
+
+    await handler(WebSocket(ws_scope(extensions=DENIAL_EXTENSION), receive, send))
+    return wire
+
+
+async def run_in_app(
+    handler: Handler,
+    client: list[Message],
+    *,
+    middleware: list[Middleware] | None = None,
+    disconnect_after: int | None = None,
+) -> list[Message]:
+    """``handler`` in a Triolette app (a RequestScope around it), through a fake server;
+    with ``disconnect_after``, the client leaves once the app has sent that many messages."""
+    peer = Peer(ws_app(handler, middleware=middleware or []), ws_scope(extensions=DENIAL_EXTENSION))
+    wire: list[Message] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.run)
+            for message in client:
+                await peer.send_to_app(message)
+            if disconnect_after is not None:
+                wire += [await peer.next() for _ in range(disconnect_after)]
+                await peer.disconnect(1000)
+            wire += await peer.rest()
+    assert peer.error is None
+    return wire
+
+
+SETUPS = ["no request scope", "request scope", "middleware wraps send"]
+
+
+async def run_setup(setup: str, handler: Handler, client: list[Message]) -> list[Message]:
+    if setup == "no request scope":
+        return await run_plain(handler, client)
+    if setup == "request scope":
+        return await run_in_app(handler, client)
+    return await run_in_app(handler, client, middleware=[Middleware(WrapSend)])
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+@pytest.mark.parametrize(
+    ("before", "message", "error", "text"),
+    [
+        (
+            [],
+            {"type": "websocket.send", "text": "early"},
+            RuntimeError,
+            """Expected ASGI message "websocket.accept", "websocket.close" or "websocket.http.response.start", """
+            """but got 'websocket.send'""",
+        ),
+        (
+            [ACCEPT],
+            {"type": "websocket.accept"},
+            RuntimeError,
+            """Expected ASGI message "websocket.send" or "websocket.close", but got 'websocket.accept'""",
+        ),
+        (
+            [DENIAL_START],
+            {"type": "websocket.send", "text": "?"},
+            RuntimeError,
+            """Expected ASGI message "websocket.http.response.body", but got 'websocket.send'""",
+        ),
+        (
+            [ACCEPT, CLOSE],
+            {"type": "websocket.send", "text": "late"},
+            WebSocketDisconnected,
+            'Cannot call "send" once a close message has been sent.',
+        ),
+        (
+            [CLOSE],
+            {"type": "websocket.accept"},
+            WebSocketDisconnected,
+            'Cannot call "send" once a close message has been sent.',
+        ),
+    ],
+)
+async def test_websocket_send_out_of_order_raises_starlettes_error_and_sends_nothing(
+    setup: str, before: list[Message], message: Message, error: type[Exception], text: str
+) -> None:
+    outcome: list[object] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.receive()
+        for earlier in before:
+            await websocket.send(earlier)
+        state = websocket.application_state
+        try:
+            await websocket.send(message)
+        except Exception as exc:
+            outcome.append(exc)
+        outcome.append(websocket.application_state is state)  # a refused message changes nothing
+        if before and before[-1] is DENIAL_START:
+            await websocket.send({"type": "websocket.http.response.body", "body": b"no"})
+
+    wire = await run_setup(setup, handler, [{"type": "websocket.connect"}])
+    [exc, unchanged] = outcome
+    assert type(exc) is error or (error is RuntimeError and isinstance(exc, ProtocolError))
+    assert str(exc) == text
+    assert unchanged
+    kinds = [each["type"] for each in wire]
+    assert wire[: len(before)] == before
+    assert kinds.count(message["type"]) == [each["type"] for each in before].count(message["type"])  # not sent
+
+
+@pytest.mark.parametrize(
+    ("client", "text"),
+    [
+        (
+            [{"type": "websocket.receive", "text": "hi"}],
+            """Expected ASGI message "websocket.connect", but got 'websocket.receive'""",
+        ),
+        (
+            [{"type": "websocket.connect"}, {"type": "websocket.connect"}],
+            """Expected ASGI message "websocket.receive" or "websocket.disconnect", but got 'websocket.connect'""",
+        ),
+    ],
+)
+async def test_websocket_receive_out_of_order_raises_starlettes_error(client: list[Message], text: str) -> None:
+    outcome: list[Exception] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        for _ in range(len(client)):
+            try:
+                await websocket.receive()
+            except RuntimeError as exc:
+                outcome.append(exc)
+
+    await run_plain(handler, client)
+    [exc] = outcome
+    assert isinstance(exc, ProtocolError)
+    assert str(exc) == text
+
+
+@pytest.mark.parametrize("setup", ["no request scope", "request scope"])
+async def test_websocket_receive_after_the_disconnect_asks_the_server_nothing(setup: str) -> None:
+    outcome: list[object] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        outcome.append((await websocket.receive())["type"])
+        outcome.append(websocket.client_state)
+        with pytest.raises(
+            WebSocketDisconnected, match=r'^Cannot call "receive" once a disconnect message has been received\.$'
+        ):
+            await websocket.receive()
+
+    client = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+    await run_setup(setup, handler, client)
+    assert outcome == ["websocket.disconnect", WebSocketState.DISCONNECTED]
+    if setup == "no request scope":
+        assert client == []  # nothing read past the disconnect
+
+
+async def test_in_a_request_scope_the_websocket_and_the_scope_share_one_state() -> None:
+    states: list[WebSocketState] = []
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        websocket: WebSocket = WebSocket(scope, receive, send)
+        await websocket.receive()
+        await send(ACCEPT)  # the scope's own send, not the WebSocket's
+        states.append(websocket.application_state)
+        await websocket.send_text("one table")
+        await send(CLOSE)
+        states.append(websocket.application_state)
+
+    app = Triolette(routes=[Mount("/", app=raw)])
+    peer = Peer(app)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.run)
+            await peer.send_to_app({"type": "websocket.connect"})
+            wire = await peer.rest()
+    assert peer.error is None
+    assert states == [WebSocketState.CONNECTED, WebSocketState.DISCONNECTED]
+    assert wire == [ACCEPT, {"type": "websocket.send", "text": "one table"}, CLOSE]
+
+
+async def test_without_a_request_scope_the_websocket_keeps_its_own_state() -> None:
+    states: list[WebSocketState] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.receive()
+        await websocket._send(ACCEPT)  # around the WebSocket, as a raw app may: Starlette's state stays
+        states.append(websocket.application_state)
+
+    await run_plain(handler, [{"type": "websocket.connect"}])
+    assert states == [WebSocketState.CONNECTING]
+
+
+async def test_a_message_a_middleware_adds_is_refused_by_the_scope_in_its_own_words() -> None:
+    outcome: list[Exception] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.receive()
+        try:
+            await websocket.send(ACCEPT)  # the WebSocket's own table allows it; the scope has one already
+        except ProtocolError as exc:
+            outcome.append(exc)
+        await websocket.close()
+
+    wire = await run_in_app(
+        handler,
+        [{"type": "websocket.connect"}],
+        middleware=[Middleware(WrapSend, inject={"type": "websocket.accept"})],
+    )
+    [exc] = outcome
+    assert str(exc) == (
+        """Expected ASGI message "websocket.send" or "websocket.close" while the connection is open, """
+        """but got 'websocket.accept'"""
+    )
+    assert [message["type"] for message in wire] == ["websocket.accept", "websocket.close"]
+
+
+async def test_a_send_that_fails_leaves_the_websocket_disconnected() -> None:
+    outcome: list[object] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            raise OSError("connection reset")
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    websocket: WebSocket = WebSocket(ws_scope(), receive, send)
+    await websocket.accept()
+    with pytest.raises(WebSocketDisconnect) as gone:
+        await websocket.send_text("lost")
+    outcome.append(gone.value.code)
+    outcome.append(websocket.application_state)
+    with pytest.raises(WebSocketDisconnected, match=r'^Cannot call "send" once a close message has been sent\.$'):
+        await websocket.close()
+    assert outcome == [1006, WebSocketState.DISCONNECTED]
+
+
+@pytest.mark.parametrize(
+    ("message", "error", "text"),
+    [
+        (CLOSE, WebSocketDisconnected, 'Cannot call "send" once a close message has been sent.'),
+        (ACCEPT, WebSocketDisconnected, 'Cannot call "send" once a close message has been sent.'),
+    ],
+)
+async def test_after_closing_a_send_is_refused_even_once_the_client_left(
+    message: Message, error: type[Exception], text: str
+) -> None:
+    outcome: list[object] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+        await websocket.receive()  # the client's disconnect: the scope knows it has gone
+        try:
+            await websocket.send(message)
+        except Exception as exc:
+            outcome.append(exc)
+
+    wire = await run_in_app(handler, [{"type": "websocket.connect"}], disconnect_after=2)
+    assert wire == [ACCEPT, CLOSE]
+    [exc] = outcome
+    assert type(exc) is error
+    assert str(exc) == text
+
+
+async def test_once_the_client_left_a_message_out_of_order_is_still_the_order_error() -> None:
+    outcome: list[object] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive()  # the client's disconnect
+        try:
+            await websocket.send(ACCEPT)
+        except Exception as exc:
+            outcome.append(exc)
+        outcome.append(websocket.application_state)
+
+    wire = await run_in_app(handler, [{"type": "websocket.connect"}], disconnect_after=1)
+    assert wire == [ACCEPT]
+    [exc, state] = outcome
+    assert isinstance(exc, ProtocolError)
+    assert str(exc) == """Expected ASGI message "websocket.send" or "websocket.close", but got 'websocket.accept'"""
+    assert state is WebSocketState.CONNECTED
+
+
+@pytest.mark.parametrize("setup", ["no request scope", "request scope"])
+async def test_the_state_attributes_can_be_set_as_in_starlette(setup: str) -> None:
+    outcome: list[object] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.receive()
+        websocket.application_state = WebSocketState.DISCONNECTED  # as code written for Starlette may do
+        outcome.append(websocket.application_state)
+        with pytest.raises(WebSocketDisconnected, match="once a close message has been sent"):
+            await websocket.accept()
+        websocket.application_state = WebSocketState.CONNECTING
+        await websocket.accept()
+        websocket.client_state = WebSocketState.DISCONNECTED
+        outcome.append(websocket.client_state)
+        with pytest.raises(WebSocketDisconnected, match="once a disconnect message has been received"):
+            await websocket.receive()
+        with pytest.raises(ValueError, match=r"client_state must be one of WebSocketState\.CONNECTING, .* got 'open'"):
+            websocket.client_state = "open"  # type: ignore[assignment]  # the wrong type on purpose
+        with pytest.raises(ValueError, match=r"client_state must be one of .*, got <WebSocketState\.RESPONSE: 3>"):
+            websocket.client_state = WebSocketState.RESPONSE
+        await websocket.close()
+
+    wire = await run_setup(setup, handler, [{"type": "websocket.connect"}])
+    assert outcome == [WebSocketState.DISCONNECTED, WebSocketState.DISCONNECTED]
+    assert [message["type"] for message in wire] == ["websocket.accept", "websocket.close"]
+
+
+async def test_a_message_over_the_size_limit_before_accept_is_refused_without_a_close_of_its_own() -> None:
+    outcome: list[object] = []
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        websocket: WebSocket = WebSocket(scope, receive, send)
+        await websocket.receive()
+        try:
+            await websocket.receive()
+        except WebSocketDisconnect as exc:
+            outcome.extend([exc.code, websocket.client_state, websocket.application_state])
+
+    peer = Peer(Triolette(routes=[Mount("/", app=raw)], websocket_max_message_size=3))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.run)
+            await peer.send_to_app({"type": "websocket.connect"})
+            await peer.text("four")
+            wire = await peer.rest()
+    assert outcome == [1009, WebSocketState.DISCONNECTED, WebSocketState.CONNECTING]
+    assert wire == [{"type": "websocket.close", "code": 1000, "reason": ""}]  # the scope's, for a handler that returned

@@ -9,8 +9,10 @@ decision about what a message means is taken here, from explicit state:
 - ``Inbox``: the request side. What a message from the server means in each state, the
   buffer of messages the disconnect watcher had to take (capped by bytes and by count),
   and an error ``receive()`` raised while the watcher read, kept for the app.
-- ``Outbox``: the response side, one transition table for HTTP and one for WebSocket; a
-  message the table does not allow raises ``ProtocolError`` naming the message and the state.
+- ``Outbox``: the response side, one transition table for HTTP and one for WebSocket (and
+  one for the messages a WebSocket app receives); a message the table does not allow raises
+  ``ProtocolError`` naming the message and the state, or the exception its owner words
+  (``WebSocket`` and the test clients keep Starlette's wording, from the same table).
 - ``watch_deadline`` and ``expired``: when the watcher must wake up for the send and
   body timeouts, and which of them has run out, as pure functions of the state and the clock.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from triolette.exceptions import HTTPException
@@ -288,9 +290,13 @@ CONNECTING: Final = "before accept"
 CONNECTED: Final = "while the connection is open"
 DENIAL: Final = "while a denial response is sent"
 CLOSED: Final = "after the connection is closed"
+# Outbox states, the client's side of a WebSocket (what the server hands the app: ``WebSocket.receive``)
+HANDSHAKE: Final = "before the connect message"
+LISTENING: Final = "while the client is connected"
+LEFT: Final = "after the client disconnected"
 
 # (state, message type) -> next state. "body" and "trailers" entries depend on more_body /
-# more_trailers and on whether the start announced trailers: see Outbox.send.
+# more_trailers and on whether the start announced trailers: see Outbox._follow.
 _HTTP: Final[dict[tuple[str, str], str]] = {
     (START, "http.response.start"): SENDING,
     (START, "http.response.early_hint"): START,
@@ -311,44 +317,98 @@ _WEBSOCKET: Final[dict[tuple[str, str], str]] = {
     (CONNECTED, "websocket.close"): CLOSED,
     (DENIAL, "websocket.http.response.body"): DENIAL,
 }
+_WEBSOCKET_CLIENT: Final[dict[tuple[str, str], str]] = {
+    (HANDSHAKE, "websocket.connect"): LISTENING,
+    (LISTENING, "websocket.receive"): LISTENING,
+    (LISTENING, "websocket.disconnect"): LEFT,
+}
+# Messages whose next state also depends on their fields (more_body, more_trailers, trailers).
+_FOLLOW_UP: Final = frozenset(
+    {
+        "http.response.start",
+        "http.response.body",
+        "http.response.pathsend",
+        "http.response.trailers",
+        "websocket.http.response.body",
+    }
+)
 _ALLOWED: Final[dict[str, list[str]]] = {}
-for _state, _kind in (*_HTTP, *_WEBSOCKET):
+for _state, _kind in (*_HTTP, *_WEBSOCKET, *_WEBSOCKET_CLIENT):
     _ALLOWED.setdefault(_state, []).append(_kind)
-_ALLOWED[DONE] = _ALLOWED[CLOSED] = []
+_ALLOWED[DONE] = _ALLOWED[CLOSED] = _ALLOWED[LEFT] = []
 del _state, _kind
+
+# Each table with its first and its last state.
+_HTTP_KIND: Final = (_HTTP, START, DONE)
+_WEBSOCKET_KIND: Final = (_WEBSOCKET, CONNECTING, CLOSED)
+_CLIENT_KIND: Final = (_WEBSOCKET_CLIENT, HANDSHAKE, LEFT)
+
+Refusal = Callable[["Outbox", str], Exception]
+"""What an ``Outbox`` raises for a message its state does not allow: called with the
+outbox (still in the state the message found) and the message type."""
+
+
+def protocol_error(outbox: Outbox, kind: str) -> ProtocolError:
+    """The default ``Refusal``: a ``ProtocolError`` naming the message and the state."""
+    return ProtocolError(expected(outbox.state, kind))
 
 
 class Outbox:
-    """The response's state: one transition table for HTTP, one for WebSocket."""
+    """The order of one side's ASGI messages: one transition table for an HTTP response,
+    one for a WebSocket's app side, and one for a WebSocket's client side (``client=True``:
+    what the server hands the app, for ``WebSocket.receive``).
 
-    __slots__ = ("_table", "state", "status", "trailers")
+    ``refuse`` makes the exception for a message out of order (``protocol_error`` by
+    default): a caller with its own wording (Starlette's, for ``WebSocket`` and the test
+    clients) chooses it here, and the table stays the one decision about order.
+    """
 
-    def __init__(self, websocket: bool) -> None:
-        self._table = _WEBSOCKET if websocket else _HTTP
-        self.state: str = CONNECTING if websocket else START
+    __slots__ = ("_kind", "_refuse", "state", "status", "trailers")
+
+    # Keyword options that are not keyword-only: filling keyword-only defaults costs more on
+    # each call, and the RequestScope makes one Outbox per request.
+    def __init__(self, websocket: bool, client: bool = False, refuse: Refusal = protocol_error) -> None:
+        kind = self._kind = _CLIENT_KIND if client else _WEBSOCKET_KIND if websocket else _HTTP_KIND
+        self.state: str = kind[1]
+        self._refuse = refuse
         self.trailers = False  # the response start announced trailers
         self.status: int | None = None  # the HTTP response's status, once started
 
     def send(self, message: Message) -> str:
-        """Advance over ``message`` the app sends; returns the new state. Raises
-        ``ProtocolError`` for a message the current state does not allow."""
+        """Advance over ``message`` (one the app sends, or, for ``client=True``, one it
+        receives); returns the new state. Raises ``refuse(self, type)`` (a ``ProtocolError``
+        by default) for a message the current state does not allow, leaving the state as it was."""
         kind = message["type"]
-        state = self._table.get((self.state, kind))
+        state = self._kind[0].get((self.state, kind))
         if state is None:
-            raise ProtocolError(expected(self.state, kind))
+            raise self._refuse(self, kind)
+        if kind in _FOLLOW_UP:
+            state = self._follow(kind, message, state)
+        self.state = state
+        return state
+
+    def _follow(self, kind: str, message: Message, state: str) -> str:
+        """The next state after a message whose fields decide it (see ``_FOLLOW_UP``)."""
         if kind == "http.response.start":
             self.trailers = bool(message.get("trailers", False))
             self.status = message.get("status")
-        elif kind == "http.response.body" or kind == "http.response.pathsend":
-            if not message.get("more_body", False):
-                state = TRAILERS if self.trailers else DONE
         elif kind == "http.response.trailers":
             if not message.get("more_trailers", False):
-                state = DONE
-        elif kind == "websocket.http.response.body" and not message.get("more_body", False):
-            state = CLOSED
-        self.state = state
+                return DONE
+        elif not message.get("more_body", False):  # a body: HTTP, pathsend or a denial response's
+            if kind == "websocket.http.response.body":
+                return CLOSED
+            return TRAILERS if self.trailers else DONE
         return state
+
+    def allows(self, kind: str) -> bool:
+        """Whether a message of type ``kind`` may come now."""
+        return (self.state, kind) in self._kind[0]
+
+    def lost(self) -> None:
+        """The conversation ended without a message for it (a send that failed, a client
+        dropped for a message over the size limit): nothing more may come."""
+        self.state = self._kind[2]
 
     def start(self, message: Message) -> None:
         """``send()`` for an ``http.response.start`` (the table's entry, taken directly)."""
@@ -357,7 +417,7 @@ class Outbox:
             self.trailers = bool(message.get("trailers", False))
             self.status = message.get("status")
         else:
-            self.send(message)  # raises ProtocolError
+            self.send(message)  # raises
 
     def body(self, message: Message) -> bool:
         """``send()`` for an ``http.response.body`` (the table's entry, taken directly);
@@ -367,27 +427,30 @@ class Outbox:
             if not more:
                 self.state = TRAILERS if self.trailers else DONE
         else:
-            self.send(message)  # raises ProtocolError
+            self.send(message)  # raises
         return more
 
     @property
     def started(self) -> bool:
-        """The response (or the WebSocket accept, close, or denial) has begun."""
-        return self.state is not START and self.state is not CONNECTING
+        """The response (or the WebSocket accept, close, or denial; or the client's connect) has begun."""
+        return self.state is not self._kind[1]
 
     @property
     def complete(self) -> bool:
-        return self.state is DONE or self.state is CLOSED
+        """Nothing more may be sent: the response is complete, or the connection closed."""
+        return self.state is self._kind[2]
 
 
-def expected(state: str, kind: str) -> str:
-    """The error for ``kind`` sent in ``state``, in the words Starlette uses."""
+def expected(state: str, kind: str, *, name_state: bool = True) -> str:
+    """The error for ``kind`` sent in ``state``, in the words Starlette uses; with
+    ``name_state`` the state is named too (``False``: exactly Starlette's sentence)."""
     allowed = _ALLOWED[state]
+    where = f" {state}" if name_state else ""
     if not allowed:
-        return f"Unexpected ASGI message {kind!r} {state}: nothing more may be sent."
+        return f"Unexpected ASGI message {kind!r}{where}: nothing more may be sent."
     names = [f'"{name}"' for name in allowed]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-    return f"Expected ASGI message {listed} {state}, but got {kind!r}"
+    return f"Expected ASGI message {listed}{where}, but got {kind!r}"
 
 
 # -- deadlines -----------------------------------------------------------------------------------
@@ -406,9 +469,7 @@ def watch_deadline(sending_since: float | None, send_timeout: float | None, body
     return deadline
 
 
-def expired(
-    now: float, sending_since: float | None, send_timeout: float | None, body_deadline: float
-) -> str | None:
+def expired(now: float, sending_since: float | None, send_timeout: float | None, body_deadline: float) -> str | None:
     """Which timeout has run out at ``now``: ``SEND_TIMEOUT``, ``BODY_TIMEOUT`` or None."""
     if sending_since is not None and send_timeout is not None and now - sending_since >= send_timeout:
         return SEND_TIMEOUT

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import trio
 
+from triolette._conversation import Outbox, expected
 from triolette._scope import UNHANDLED_DISCONNECT_KEY
-from triolette._testing import Portal, task_group
+from triolette._testing import Portal, ResponseProtocolError, task_group
 from triolette.types import ASGIApp, Message, Scope
 from triolette.websockets import WebSocketDisconnect
 
@@ -29,6 +30,11 @@ __all__ = ["AsyncWebSocketTestSession", "WebSocketConnection", "WebSocketDenialR
 
 class WebSocketDenialResponse(httpx.Response, WebSocketDisconnect):  # type: ignore[misc]  # as Starlette: both a response and the exception
     """The app refused the WebSocket with an HTTP response (``send_denial_response``)."""
+
+
+def _refused(outbox: Outbox, kind: str) -> ResponseProtocolError:
+    """A message out of order from the app: raised in the app's ``send``, as a server does."""
+    return ResponseProtocolError(expected(outbox.state, kind))
 
 
 def _check_mode(mode: str) -> str:
@@ -62,6 +68,7 @@ class WebSocketConnection:
         self.scope = scope
         self.to_app, self._app_inbox = trio.open_memory_channel[Message](math.inf)
         self._to_client, self.from_app = trio.open_memory_channel[Message](math.inf)
+        self._outbox = Outbox(True, refuse=_refused)  # the order of the app's messages, as a server checks it
         self.error: BaseException | None = None
         self.done = trio.Event()
         self._heard = trio.Event()  # the app took the disconnect that ends the session, or ended
@@ -73,12 +80,16 @@ class WebSocketConnection:
             self._heard.set()
         return message
 
+    async def _send(self, message: Message) -> None:
+        self._outbox.send(message)
+        await self._to_client.send(message)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the app (as a task); its exception is kept for the client to raise."""
         task_status.started()
         try:
             with self._cancel_scope:
-                await self.app(self.scope, self._receive, self._to_client.send)
+                await self.app(self.scope, self._receive, self._send)
         except BaseException as exc:
             self.error = exc
             if not isinstance(exc, Exception):
@@ -109,23 +120,23 @@ class WebSocketConnection:
         return message
 
     async def connect(self) -> Message:
-        """The handshake: the app's accept message, or the close or denial response it sent instead."""
+        """The handshake: the app's accept message, or the close or denial response it sent instead.
+
+        The app's messages come in the ``Outbox`` table's order (``_send`` checked them): after
+        the connect, an accept, a close, or a denial response's start and then its body parts.
+        """
         await self.to_app.send({"type": "websocket.connect"})
         message = await self.receive_data()
         if message["type"] == "websocket.http.response.start":
             body = []
             while True:
                 part = await self.receive()
-                if part["type"] != "websocket.http.response.body":
-                    raise RuntimeError(f"Expected 'websocket.http.response.body', got {part['type']!r}")
                 body.append(part.get("body", b""))
                 if not part.get("more_body", False):
                     break
             raise WebSocketDenialResponse(
                 status_code=message["status"], headers=message.get("headers", []), content=b"".join(body)
             )
-        if message["type"] != "websocket.accept":
-            raise RuntimeError(f"Expected 'websocket.accept', got {message['type']!r}")
         return message
 
     async def finish(self) -> None:

@@ -17,16 +17,15 @@ import queue
 import threading
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 
+from triolette._conversation import DONE, SENDING, START, TRAILERS, Outbox, ProtocolError, expected
 from triolette._utils import exception_leaves
 from triolette.types import ASGIApp, Message, Scope
 
 T = TypeVar("T")
-
-
 
 
 @asynccontextmanager
@@ -58,16 +57,47 @@ async def task_group(reason: str) -> AsyncIterator[trio.Nursery]:
         raise error
 
 
-class ResponseProtocolError(RuntimeError, AssertionError):
+class ResponseProtocolError(ProtocolError, AssertionError):
     """The app broke the order of the ASGI response messages, or sent no response at all.
 
-    An ``AssertionError`` too, for test suites written against Starlette's client, which
-    asserts these rules.
+    A ``ProtocolError`` (so a ``RuntimeError``), as the server's RequestScope raises for the
+    same message; an ``AssertionError`` too, for test suites written against Starlette's
+    client, which asserts these rules.
     """
+
+
+def _refused(outbox: Outbox, kind: str) -> ResponseProtocolError:
+    """A message out of order, in the words of Starlette's test client where it has them."""
+    state = outbox.state
+    if kind == "http.response.start":
+        text = 'Received multiple "http.response.start" messages.'
+    elif kind == "http.response.body":  # refused in every state but SENDING
+        text = _BODY_OUT_OF_ORDER[state]
+    elif kind == "http.response.trailers":  # refused in every state but TRAILERS, which needs the start's "trailers"
+        text = _TRAILERS_OUT_OF_ORDER[state if outbox.trailers else START]
+    else:
+        text = expected(state, kind)
+    return ResponseProtocolError(text)
+
+
+_BODY_OUT_OF_ORDER: Final = {
+    START: 'Received "http.response.body" without "http.response.start".',
+    TRAILERS: 'Received "http.response.body" after body completed.',
+    DONE: 'Received "http.response.body" after response completed.',
+}
+_TRAILERS_OUT_OF_ORDER: Final = {
+    START: 'Received "http.response.trailers" without declaring trailers.',
+    SENDING: 'Received "http.response.trailers" before body completed.',
+    DONE: 'Received "http.response.trailers" after response completed.',
+}
 
 
 class HTTPExchange:
     """One request through ``app``: start it, read the response as it comes, close it.
+
+    The order of the app's messages is checked by the ``Outbox`` table (``_conversation.py``),
+    as the server's RequestScope checks it; a message out of order raises
+    ``ResponseProtocolError`` in the app, in the words of Starlette's test client.
 
     Every ``http.response.body`` message, empty or not, is handed over through a zero-capacity
     channel, so the app waits for the client at each one. A response that declares trailers
@@ -93,8 +123,7 @@ class HTTPExchange:
         self._done = trio.Event()
         self._gone = trio.Event()  # the client left (closed the response) or the response completed
         self._cancel_scope = trio.CancelScope()
-        self._body_complete = False
-        self._response_complete = False
+        self._outbox = Outbox(False, refuse=_refused)  # the order of the app's messages, as a server checks it
         self._send_chunks, self._chunks = trio.open_memory_channel[bytes](0)
         self._request_complete = False
 
@@ -128,49 +157,33 @@ class HTTPExchange:
         return {"type": "http.disconnect"}
 
     def _complete(self) -> None:
-        self._response_complete = True
         self._send_chunks.close()
         self._gone.set()
 
     async def _send(self, message: Message) -> None:
+        outbox = self._outbox
         kind = message["type"]
-        if kind == "http.response.start":
-            if self._started.is_set():
-                raise ResponseProtocolError('Received multiple "http.response.start" messages.')
-            self.status = message["status"]
-            self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-            self.trailers_expected = bool(message.get("trailers", False))
-            self._started.set()
-        elif kind == "http.response.body":
-            if not self._started.is_set():
-                raise ResponseProtocolError('Received "http.response.body" without "http.response.start".')
-            if self._response_complete:
-                raise ResponseProtocolError('Received "http.response.body" after response completed.')
-            if self._body_complete:
-                raise ResponseProtocolError('Received "http.response.body" after body completed.')
-            more = message.get("more_body", False)
-            last = not more and not self.trailers_expected
-            if not more:
-                self._body_complete = True
-            if last:  # the app has sent all it will send: not to be cancelled while the client reads it
-                self._response_complete = True
+        if kind == "http.response.body":
+            outbox.body(message)
+            last = outbox.complete  # the app has sent all it will send: not to be cancelled while the client reads it
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):  # the client stopped reading
                 await self._send_chunks.send(bytes(message.get("body", b"")))
             if last:
                 self._complete()
+            return
+        outbox.send(message)
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            self.trailers_expected = outbox.trailers
+            self._started.set()
         elif kind == "http.response.trailers":
-            if not self.trailers_expected:
-                raise ResponseProtocolError('Received "http.response.trailers" without declaring trailers.')
-            if self._response_complete:
-                raise ResponseProtocolError('Received "http.response.trailers" after response completed.')
-            if not self._body_complete:
-                raise ResponseProtocolError('Received "http.response.trailers" before body completed.')
             self.trailers.extend((bytes(k), bytes(v)) for k, v in message.get("headers", []))
-            if not message.get("more_trailers", False):
-                self._complete()
             await trio.lowlevel.checkpoint()
         elif kind == "http.response.debug":
             self.debug_info = message["info"]
+        if outbox.complete:  # the last trailers (or a pathsend, whose file this client does not read)
+            self._complete()
 
     async def start(self) -> None:
         """Wait for the response to start (or the app to end); raise the app's error if wanted."""
@@ -205,7 +218,7 @@ class HTTPExchange:
         """
         self._gone.set()
         self._chunks.close()
-        if cancel_if_incomplete and not self._response_complete:
+        if cancel_if_incomplete and not self._outbox.complete:
             self._cancel_scope.cancel(reason="the test client closed with the response incomplete")
         await self._done.wait()
         if self.error is not None and self.raise_server_exceptions:

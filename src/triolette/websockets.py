@@ -12,10 +12,22 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from triolette._conversation import (
+    CLOSED,
+    CONNECTED,
+    CONNECTING,
+    DENIAL,
+    HANDSHAKE,
+    LEFT,
+    LISTENING,
+    Outbox,
+    ProtocolError,
+    expected,
+)
 from triolette._scope import ClientGone, get_request_scope
 from triolette.exceptions import WebSocketDisconnect
 from triolette.requests import HTTPConnection, StateT
@@ -38,8 +50,49 @@ class WebSocketDisconnected(RuntimeError):
     """``receive``/``send`` was called on a connection that is not open."""
 
 
+_SEND_AFTER_CLOSE = 'Cannot call "send" once a close message has been sent.'
+_RECEIVE_AFTER_DISCONNECT = 'Cannot call "receive" once a disconnect message has been received.'
+
+
+def _refused(outbox: Outbox, kind: str) -> RuntimeError:
+    """Starlette's words for a message out of order, on either side of the connection."""
+    if outbox.complete:
+        return WebSocketDisconnected(_SEND_AFTER_CLOSE)
+    return ProtocolError(expected(outbox.state, kind, name_state=False))
+
+
+# The Outbox tables' states, as Starlette's WebSocketState (and back, for code that sets them).
+_APP_STATES: Final = {
+    CONNECTING: WebSocketState.CONNECTING,
+    CONNECTED: WebSocketState.CONNECTED,
+    DENIAL: WebSocketState.RESPONSE,
+    CLOSED: WebSocketState.DISCONNECTED,
+}
+_CLIENT_STATES: Final = {
+    HANDSHAKE: WebSocketState.CONNECTING,
+    LISTENING: WebSocketState.CONNECTED,
+    LEFT: WebSocketState.DISCONNECTED,
+}
+_APP_TABLE_STATES: Final = {value: key for key, value in _APP_STATES.items()}
+_CLIENT_TABLE_STATES: Final = {value: key for key, value in _CLIENT_STATES.items()}
+
+
+def _table_state(name: str, states: dict[WebSocketState, str], value: object) -> str:
+    state = states.get(value) if isinstance(value, WebSocketState) else None
+    if state is None:
+        allowed = ", ".join(f"WebSocketState.{each.name}" for each in states)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return state
+
+
 class WebSocket(HTTPConnection[StateT]):
-    """One WebSocket connection."""
+    """One WebSocket connection.
+
+    The order of the messages is the ``Outbox`` tables' (``_conversation.py``), in Starlette's
+    words: ``application_state`` and ``client_state`` are views of them. Called with its
+    RequestScope's own ``send`` (no middleware wraps it), the WebSocket shares the scope's
+    outbox, which the scope's ``send`` checks; otherwise it checks an outbox of its own.
+    """
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -47,8 +100,44 @@ class WebSocket(HTTPConnection[StateT]):
         self.scope = scope
         self._receive = receive
         self._send = send
-        self.client_state = WebSocketState.CONNECTING
-        self.application_state = WebSocketState.CONNECTING
+        rs = self._rs = get_request_scope(scope)
+        # ``_outbox`` is the app side's state; ``_checker`` is the outbox this object checks
+        # itself, None while the RequestScope's send checks ``_outbox`` (the scope's own).
+        self._checker: Outbox | None
+        if rs is not None and rs.owns(send):
+            self._outbox, self._checker = rs.outbox, None
+        else:
+            self._outbox = self._checker = Outbox(True, refuse=_refused)
+        self._client = Outbox(True, client=True, refuse=_refused)
+
+    @property
+    def application_state(self) -> WebSocketState:
+        """What the app has sent: ``CONNECTING``, ``CONNECTED`` (accepted), ``RESPONSE`` (a
+        denial response under way) or ``DISCONNECTED`` (closed, or a send failed)."""
+        return _APP_STATES[self._outbox.state]
+
+    @application_state.setter
+    def application_state(self, value: WebSocketState) -> None:
+        self._own_outbox().state = _table_state("application_state", _APP_TABLE_STATES, value)
+
+    @property
+    def client_state(self) -> WebSocketState:
+        """What the client has said: ``CONNECTING``, ``CONNECTED`` or ``DISCONNECTED``."""
+        return _CLIENT_STATES[self._client.state]
+
+    @client_state.setter
+    def client_state(self, value: WebSocketState) -> None:
+        self._client.state = _table_state("client_state", _CLIENT_TABLE_STATES, value)
+
+    def _own_outbox(self) -> Outbox:
+        """An outbox this object checks itself, in the state of the one it had (the scope's
+        is left alone: from here on this object keeps its own account)."""
+        checker = self._checker
+        if checker is None:
+            checker = self._checker = Outbox(True, refuse=_refused)
+            checker.state = self._outbox.state
+            self._outbox = checker
+        return checker
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -58,80 +147,53 @@ class WebSocket(HTTPConnection[StateT]):
 
     async def receive(self) -> Message:
         """The next ASGI message from the client."""
-        state = self.client_state
-        if state is WebSocketState.CONNECTING:
-            message = await self._receive()
-            kind = message["type"]
-            if kind != "websocket.connect":
-                raise RuntimeError(f'Expected ASGI message "websocket.connect", but got {kind!r}')
-            self.client_state = WebSocketState.CONNECTED
-            return message
-        if state is WebSocketState.CONNECTED:
-            message = await self._receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                await self._check_size(message)
-            elif kind == "websocket.disconnect":
-                self.client_state = WebSocketState.DISCONNECTED
-            else:
-                raise RuntimeError(
-                    f'Expected ASGI message "websocket.receive" or "websocket.disconnect", but got {kind!r}'
-                )
-            return message
-        raise WebSocketDisconnected('Cannot call "receive" once a disconnect message has been received.')
+        client = self._client
+        if client.complete:
+            raise WebSocketDisconnected(_RECEIVE_AFTER_DISCONNECT)
+        message = await self._receive()
+        client.send(message)
+        if message["type"] == "websocket.receive":
+            await self._check_size(message)
+        return message
 
     async def _check_size(self, message: Message) -> None:
-        rs = get_request_scope(self.scope)
+        rs = self._rs
         limit = None if rs is None else rs.ws_max_message_size
         if limit is None:
             return
         data: str | bytes = message.get("bytes") or message.get("text") or b""
         if len(data) > limit:
-            self.client_state = WebSocketState.DISCONNECTED
+            self._client.lost()
             reason = f"Message of {len(data)} bytes is over the limit of {limit}"
-            if self.application_state is WebSocketState.CONNECTED:
+            if self._outbox.state is CONNECTED:
                 await self.close(code=1009, reason=reason)
             raise WebSocketDisconnect(code=1009, reason=reason)
 
     async def send(self, message: Message) -> None:
         """Send an ASGI message to the client."""
-        kind = message["type"]
-        state = self.application_state
-        if state is WebSocketState.CONNECTING:
-            if kind not in ("websocket.accept", "websocket.close", "websocket.http.response.start"):
-                raise RuntimeError(
-                    'Expected ASGI message "websocket.accept", "websocket.close" or '
-                    f'"websocket.http.response.start", but got {kind!r}'
-                )
-            if kind == "websocket.close":
-                self.application_state = WebSocketState.DISCONNECTED
-            elif kind == "websocket.http.response.start":
-                self.application_state = WebSocketState.RESPONSE
-            else:
-                self.application_state = WebSocketState.CONNECTED
-        elif state is WebSocketState.CONNECTED:
-            if kind not in ("websocket.send", "websocket.close"):
-                raise RuntimeError(f'Expected ASGI message "websocket.send" or "websocket.close", but got {kind!r}')
-            if kind == "websocket.close":
-                self.application_state = WebSocketState.DISCONNECTED
-        elif state is WebSocketState.RESPONSE:
-            if kind != "websocket.http.response.body":
-                raise RuntimeError(f'Expected ASGI message "websocket.http.response.body", but got {kind!r}')
-            if not message.get("more_body", False):
-                self.application_state = WebSocketState.DISCONNECTED
-        else:
-            raise WebSocketDisconnected('Cannot call "send" once a close message has been sent.')
+        checker = self._checker
+        if checker is not None:
+            checker.send(message)
         try:
             await self._send(message)
+        except ProtocolError:
+            if checker is not None:  # from further in (a middleware's message): as it was
+                raise
+            # The scope's outbox refused it: say so in Starlette's words.
+            raise _refused(self._outbox, message["type"]) from None
         except (OSError, ClientGone):
-            self.application_state = WebSocketState.DISCONNECTED
+            outbox = self._outbox
+            if checker is None and not outbox.allows(message["type"]):
+                # The scope said the client had left before it looked at the order.
+                raise _refused(outbox, message["type"]) from None
+            self._own_outbox().lost()
             raise WebSocketDisconnect(code=1006) from None
 
     async def accept(
         self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
     ) -> None:
         """Accept the connection (waiting for the client's connect message first)."""
-        if self.client_state is WebSocketState.CONNECTING:
+        if self._client.state is HANDSHAKE:
             await self.receive()
         await self.send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": list(headers or [])})
 
@@ -140,7 +202,7 @@ class WebSocket(HTTPConnection[StateT]):
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
 
     def _require_connected(self) -> None:
-        if self.application_state is not WebSocketState.CONNECTED:
+        if self._outbox.state is not CONNECTED:
             raise WebSocketDisconnected('WebSocket is not connected. Need to call "accept" first.')
 
     async def receive_text(self) -> str:

@@ -13,9 +13,9 @@ from triolette.middleware.body_limit import (
 )
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response
-from triolette.routing import Route
+from triolette.routing import Mount, Route
 from triolette.testclient import TestClient
-from triolette.types import Message, Receive, Scope, Send
+from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 async def echo(request: Request) -> Response:
@@ -219,3 +219,148 @@ async def test_responder_properties_during_the_call() -> None:
     assert responder.scope is scope
     assert responder.total_size == 3
     assert responder.response_started
+
+
+# -- one BodyLimit, with and without a RequestScope ------------------------------------------------
+
+
+class WrapReceive:
+    """A pure ASGI middleware that wraps ``receive`` (the limit then counts what the app receives)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def wrapped() -> Message:
+            return await receive()
+
+        await self.app(scope, wrapped, send)
+
+
+class Setup:
+    """One way to run ``RequestBodyLimitMiddleware(app, limit)``: its ``call`` returns the server's side."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    async def call(self, app: ASGIApp, limit: int, client: Client, headers: list[tuple[bytes, bytes]]) -> Client:
+        scope = http_scope(headers)
+        if self.name == "no request scope":
+            await RequestBodyLimitMiddleware(app, limit)(scope, client.receive, client.send)
+            return client
+        middleware = [Middleware(RequestBodyLimitMiddleware, max_body_size=limit)]
+        if self.name == "request scope, receive wrapped":
+            middleware.insert(0, Middleware(WrapReceive))
+        triolette = Triolette(routes=[Mount("/", app=app)], middleware=middleware)
+        await triolette({**scope, "root_path": "", "query_string": b""}, client.receive, client.send)
+        return client
+
+
+SETUPS = [Setup("no request scope"), Setup("request scope"), Setup("request scope, receive wrapped")]
+
+
+def counted_by(scope: Scope) -> str:
+    """Which object counted the body for the app: the RequestScope, or a responder of its own."""
+    return "responder" if "triolette._body_limit_responder" in scope else "request scope"
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=repr)
+async def test_413_when_content_length_is_over_the_limit_before_anything_is_read(setup: Setup) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(counted_by(scope))
+        await read_all(scope, receive, send)
+
+    client = await setup.call(app, 10, Client(b"a" * 11), [(b"content-length", b"11")])
+    assert client.status == 413
+    assert client.sent[1]["body"] == b"Content Too Large"
+    assert client.received == 0
+    # Without a RequestScope the app runs and its first read is refused; with one, the limit
+    # goes in force in the scope, and the declared length is refused before the app runs.
+    assert seen == (["responder"] if setup.name == "no request scope" else [])
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=repr)
+async def test_413_when_the_counted_bytes_cross_the_limit(setup: Setup) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(counted_by(scope))
+        await read_all(scope, receive, send)
+
+    client = await setup.call(app, 12, Client(b"a" * 5, b"b" * 5, b"c" * 5, b"d" * 5), [])
+    assert seen == (["request scope"] if setup.name == "request scope" else ["responder"])
+    assert client.status == 413
+    assert client.sent[1]["body"] == b"Content Too Large"
+    assert client.received == 3  # stopped at the chunk that crossed it
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=repr)
+async def test_a_body_within_the_limit_reaches_the_app(setup: Setup) -> None:
+    client = await setup.call(read_all, 12, Client(b"a" * 6, b"b" * 6), [(b"content-length", b"12")])
+    assert client.status == 200
+    assert client.sent[1]["body"] == b"12"
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=repr)
+async def test_a_stricter_inner_limit_rechecks_the_bytes_already_read(setup: Setup) -> None:
+    ran: list[str] = []
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        ran.append("endpoint")  # pragma: no cover - the 413 comes first
+        await read_all(scope, receive, send)  # pragma: no cover
+
+    async def reads_first(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # 5 bytes read, then a layer with a limit of 3
+        await RequestBodyLimitMiddleware(endpoint, 3)(scope, receive, send)
+
+    client = await setup.call(reads_first, 100, Client(b"a" * 5, b"b"), [])
+    assert client.status == 413
+    assert client.sent[1]["body"] == b"Content Too Large"
+    assert client.received == 1
+    assert ran == []
+
+
+async def test_a_limit_set_on_a_responder_applies_from_its_next_read() -> None:
+    responders: list[RequestBodyLimitResponder] = []
+
+    class Recording(RequestBodyLimitResponder):
+        async def receive_with_limit(self) -> Message:
+            responders.append(self)
+            return await super().receive_with_limit()
+
+    async def lower_the_limit(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        responders[0].max_body_size = 3  # as Starlette's attribute: no error here
+        assert responders[0].max_body_size == 3
+        await receive()
+
+    client = Client(b"a" * 5, b"b")
+    await Recording(lower_the_limit, 100)(http_scope(), client.receive, client.send)
+    assert client.status == 413
+    assert responders[0].total_size == 6
+    assert responders[0].content_length is None
+
+
+async def test_in_an_app_a_limit_behind_a_wrapped_receive_rechecks_what_the_scope_read() -> None:
+    ran: list[str] = []
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        ran.append("endpoint")  # pragma: no cover - the 413 comes first
+        await read_all(scope, receive, send)  # pragma: no cover
+
+    async def reads_first(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # 5 bytes, through a middleware's receive, before any limit of this layer
+        await RequestBodyLimitMiddleware(endpoint, 3)(scope, receive, send)
+
+    # No outer RequestBodyLimitMiddleware: only the RequestScope knows what was read.
+    app = Triolette(routes=[Mount("/", app=reads_first)], middleware=[Middleware(WrapReceive)])
+    client = Client(b"a" * 5, b"b")
+    await app({**http_scope(), "root_path": "", "query_string": b""}, client.receive, client.send)
+    assert client.status == 413
+    assert client.received == 1
+    assert ran == []

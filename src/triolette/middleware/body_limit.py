@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
+from triolette._conversation import BodyLimit, BodyTooLarge, content_length
 from triolette._scope import get_request_scope
-from triolette.exceptions import HTTPException
-from triolette.middleware._headers import request_header
 from triolette.responses import PlainTextResponse
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,11 +16,6 @@ __all__ = ["RequestBodyLimitMiddleware", "RequestBodyLimitResponder"]
 MAX_BODY_SIZE_SCOPE_KEY: Final = "triolette.max_body_size"
 _RESPONDER_SCOPE_KEY: Final = "triolette._body_limit_responder"
 _MISSING: Final = object()
-
-
-class _RequestBodyTooLarge(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(status_code=413, detail="Content Too Large")
 
 
 class _ResponseReplaced(Exception):
@@ -46,33 +41,61 @@ class RequestBodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         rs = get_request_scope(scope)
-        if rs is not None and rs.owns(receive):
-            # Inside a triolette app the RequestScope already counts the body as it is read
-            # and checks Content-Length first: putting this limit in force is all this layer
-            # needs (a stricter one re-checks what was read already: 413 at once).
+        if rs is not None:
+            # Inside a triolette app the RequestScope counts the body as it is read from the
+            # server and checks Content-Length first: this limit goes in force there (one
+            # stricter than what was read already answers 413 at once, before the app runs).
             rs.enter_body_limit(self.max_body_size)
-            scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
-            await self.app(scope, receive, send)
-            return
+            if rs.owns(receive):  # nothing between: the scope's count is what the app receives
+                scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
+                await self.app(scope, receive, send)
+                return
+        # A receive of a middleware's (or of a server, with no RequestScope): count what the app receives.
         await RequestBodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
 
 
 class RequestBodyLimitResponder:
     """Runs the app for one request, counting the body bytes it receives against ``max_body_size``.
 
-    If an outer responder is already counting this request's body, this one only replaces
-    its limit, so that the innermost limit is the one that applies.
+    The counting is a ``BodyLimit`` (``_conversation.py``), the object the RequestScope, the
+    app, ``Router``, ``Mount`` and ``Route`` use: Content-Length is parsed once, bytes are
+    counted as the app receives them. If an outer responder is already counting this
+    request's body, this one enters its limit there, so that the innermost limit is the one
+    that applies, and one stricter than what was read already is a 413 at once.
     """
 
     def __init__(self, app: ASGIApp, max_body_size: int) -> None:
         self.app = app
-        self.max_body_size = max_body_size
+        self.limit = BodyLimit(max_body_size, None)
         self._scope: Scope | None = None
         self._receive: Receive | None = None
         self._send: Send | None = None
-        self.content_length: int | None = None
-        self.total_size = 0
         self.response_started = False
+
+    @property
+    def max_body_size(self) -> int:
+        """The limit in force, in bytes."""
+        limit = self.limit.limit
+        if limit is None:  # pragma: no cover - only check_size()-ed whole numbers are entered
+            raise RuntimeError("RequestBodyLimitResponder has no limit")
+        return limit
+
+    @max_body_size.setter
+    def max_body_size(self, value: int) -> None:
+        # As setting Starlette's attribute: the limit applies from the next read or response
+        # start (a limit below what was read already answers 413 there, not here).
+        with contextlib.suppress(BodyTooLarge):
+            self.limit.enter(value)
+
+    @property
+    def content_length(self) -> int | None:
+        """The request's Content-Length, once the responder has been called (None without one)."""
+        return self.limit.declared
+
+    @property
+    def total_size(self) -> int:
+        """The body bytes the app has received so far."""
+        return self.limit.received
 
     @property
     def scope(self) -> Scope:
@@ -97,23 +120,23 @@ class RequestBodyLimitResponder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         previous_limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY, _MISSING)
-        scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
+        max_body_size = self.limit.limit
+        scope[MAX_BODY_SIZE_SCOPE_KEY] = max_body_size
 
         outer = scope.get(_RESPONDER_SCOPE_KEY)
         if isinstance(outer, RequestBodyLimitResponder):
-            # An outer limit counts this body already; the inner limit replaces it.
-            outer.max_body_size = self.max_body_size
-            if outer.total_size > self.max_body_size:
-                raise _RequestBodyTooLarge
+            # An outer limit counts this body already; the inner limit replaces it there
+            # (BodyTooLarge at once if what was read, or the declared length, is over it).
+            outer.limit.enter(max_body_size)
             await self.app(scope, receive, send)
             return
 
         self._scope, self._receive, self._send = scope, receive, send
-        self.content_length = _content_length(scope)
+        self.limit = BodyLimit(max_body_size, content_length(scope.get("headers", ())))
         scope[_RESPONDER_SCOPE_KEY] = self
         try:
             await self.app(scope, self.receive_with_limit, self.send_with_limit)
-        except _RequestBodyTooLarge:
+        except BodyTooLarge:
             if self.response_started:
                 raise
             await _too_large(scope, receive, send)
@@ -128,20 +151,19 @@ class RequestBodyLimitResponder:
 
     async def receive_with_limit(self) -> Message:
         """The ``receive`` the app sees: raises a 413 ``HTTPException`` once the body is over the limit."""
-        if self.content_length is not None and self.content_length > self.max_body_size:
-            raise _RequestBodyTooLarge
+        limit = self.limit
+        if limit.declared_over:
+            raise BodyTooLarge
         message = await self.receive()
         if message["type"] == "http.request":
-            self.total_size += len(message.get("body", b""))
-            if self.total_size > self.max_body_size:
-                raise _RequestBodyTooLarge
+            limit.count(len(message.get("body", b"")))
         return message
 
     async def send_with_limit(self, message: Message) -> None:
         """The ``send`` the app sees: a response to a request declared too large becomes the 413."""
         if message["type"] == "http.response.start":
             self.response_started = True
-            if self.content_length is not None and self.content_length > self.max_body_size:
+            if self.limit.declared_over:
                 await _too_large(self.scope, self.receive, self.send)
                 raise _ResponseReplaced
         await self.send(message)
@@ -152,10 +174,3 @@ _NOT_CALLED = "RequestBodyLimitResponder.{} is not set until the responder is ca
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
     await PlainTextResponse("Content Too Large", status_code=413)(scope, receive, send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    value = request_header(scope, b"content-length")
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
