@@ -104,7 +104,7 @@ class WebSocket(HTTPConnection[StateT]):
         # ``_outbox`` is the app side's state; ``_checker`` is the outbox this object checks
         # itself, None while the RequestScope's send checks ``_outbox`` (the scope's own).
         self._checker: Outbox | None
-        if rs is not None and rs.owns(send):
+        if rs is not None and send is rs.asgi_send:
             self._outbox, self._checker = rs.outbox, None
         else:
             self._outbox = self._checker = Outbox(True, refuse=_refused)
