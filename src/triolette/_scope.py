@@ -355,8 +355,10 @@ class RequestScope(WebSocketSide):
                 await self._fail(group)
             finally:
                 self.body_cache = None
-                self.inbox.buffer.clear()
-                self.inbox.error = None
+                inbox = self.inbox
+                if inbox.buffer:
+                    inbox.buffer.clear()
+                inbox.error = None
             if app_cancelled and not self.disconnected:
                 await self._after_cancel()
         finally:
