@@ -334,9 +334,7 @@ class RequestScope(WebSocketSide):
                         if self.is_websocket:
                             await self._run_websocket(app, receive, send)
                         else:
-                            await _lazystart.drive(
-                                app(scope, receive, send), self
-                            )
+                            await _lazystart.drive(app(scope, receive, send), self)
                     except trio.Cancelled:
                         app_cancelled = True
                         raise

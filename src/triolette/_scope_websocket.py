@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from triolette import _lazystart
-from triolette._conversation import DENIAL, GONE, Outbox
+from triolette._conversation import CLOSED, DENIAL, GONE, Outbox
 from triolette.exceptions import WebSocketDisconnect
 from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -100,9 +100,7 @@ class WebSocketSide:
         self._handler_task = trio.lowlevel.current_task()
         with trio.CancelScope() as self._ws_handler_scope:
             try:
-                await _lazystart.drive(
-                    app(self.asgi_scope, receive, send), self
-                )
+                await _lazystart.drive(app(self.asgi_scope, receive, send), self)
             except Exception as exc:
                 if not self._says_closed(exc):
                     await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
@@ -156,7 +154,8 @@ class WebSocketSide:
     async def _close_websocket(self, code: int, reason: str = "") -> None:
         """Close the connection on the handler's behalf, if it is still open or undecided
         (before accept the server answers 403): shielded, bounded, never raises."""
-        if self.disconnected or self.outbox.complete or self.outbox.state is DENIAL:
+        state = self.outbox.state
+        if state is CLOSED or state is DENIAL or self.disconnected:  # closed (``outbox.complete``), denied, or gone
             return
         deadline = trio.current_time() + (self.send_timeout or _CLOSE_TIMEOUT)
         with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(ClientGone, OSError):
