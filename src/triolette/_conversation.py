@@ -414,7 +414,8 @@ class Outbox:
         """``send()`` for an ``http.response.start`` (the table's entry, taken directly)."""
         if self.state is START:
             self.state = SENDING
-            self.trailers = bool(message.get("trailers", False))
+            if "trailers" in message:  # rare: without it, trailers stays False and no call is made
+                self.trailers = bool(message["trailers"])
             self.status = message.get("status")
         else:
             self.send(message)  # raises
@@ -422,7 +423,7 @@ class Outbox:
     def body(self, message: Message) -> bool:
         """``send()`` for an ``http.response.body`` (the table's entry, taken directly);
         returns whether more body follows."""
-        more = bool(message.get("more_body", False))
+        more: bool = message.get("more_body", False)  # truthy or not, as the table reads it
         if self.state is SENDING:
             if not more:
                 self.state = TRAILERS if self.trailers else DONE
