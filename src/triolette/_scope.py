@@ -824,13 +824,7 @@ class RequestScope(WebSocketSide):
         outbox = self.outbox
         if outbox.state is not SENDING:  # a chunk with more to come leaves SENDING as it is
             outbox.send(message)
-        # _timed_send's steps, written out: a call per chunk is what this fast path saves
-        if self.watcher is RUNNING:
-            self._sending_since = trio.current_time()
-            if self._watcher_scope is not None and self._watch_deadline == math.inf:  # else armed already
-                self._rearm_watchdog()
-        else:
-            self._sending_since = _UNTIMED
+        self._start_send_clock()  # _timed_send's steps, in this coroutine: one coroutine per chunk
         try:
             await self._server_send(message)
         finally:
@@ -838,22 +832,23 @@ class RequestScope(WebSocketSide):
         return True
 
     async def _timed_send(self, message: Message) -> None:
-        """Send, with the watcher timing the send (``send_timeout``).
+        """Send, with the watcher timing the send (``send_timeout``)."""
+        self._start_send_clock()
+        try:
+            await self._server_send(message)
+        finally:
+            self._sending_since = None
 
-        While the watcher runs, the send is timed from now. Otherwise it is marked
+    def _start_send_clock(self) -> None:
+        """A send begins. While the watcher runs, it is timed from now. Otherwise it is marked
         ``_UNTIMED``: most sends go through at once, and one that blocks starts the watcher
-        (``watcher_needed``), which times it from that moment (``start_watcher``).
-        """
+        (``watcher_needed``), which times it from that moment (``start_watcher``)."""
         if self.watcher is RUNNING:
             self._sending_since = trio.current_time()
             if self._watcher_scope is not None and self._watch_deadline == math.inf:  # else armed already
                 self._rearm_watchdog()
         else:
             self._sending_since = _UNTIMED
-        try:
-            await self._server_send(message)
-        finally:
-            self._sending_since = None
 
 
 async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
