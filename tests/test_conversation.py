@@ -80,13 +80,13 @@ def test_body_limit_counts_bytes_and_refuses_past_the_limit() -> None:
     with pytest.raises(BodyTooLarge) as info:
         limit.count(1)
     assert (info.value.status_code, info.value.detail) == (413, "Content Too Large")
-    assert limit.received == 11
+    assert limit.bytes_read == 11
 
 
 def test_no_body_limit_counts_without_refusing() -> None:
     limit = BodyLimit(None, None)
     limit.count(10**9)
-    assert limit.received == 10**9
+    assert limit.bytes_read == 10**9
     assert not limit.declared_over
 
 
@@ -150,6 +150,53 @@ def test_inbox_follows_the_body_to_its_end() -> None:
     assert inbox.state == conv.COMPLETE
     assert inbox.complete
     assert inbox.watch_only_for_disconnect()
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_a_body_the_app_reads_itself_is_counted_in_the_same_step(limit: int | None) -> None:
+    inbox = Inbox(False, limit=limit)
+    assert inbox.received(request(b"ab", more=True), count=True) == DELIVER
+    assert inbox.bytes_read == 2
+    assert inbox.received(request(b"c"), count=True) == DELIVER
+    assert (inbox.bytes_read, inbox.state) == (3, conv.COMPLETE)
+    assert inbox.received(request(b"stray"), count=True) == DROP  # a dropped message is not counted
+    assert inbox.bytes_read == 3
+
+
+def test_a_body_the_watcher_takes_is_counted_when_the_app_takes_it() -> None:
+    inbox = Inbox(False, limit=3)
+    inbox.received(request(b"abcd", more=True))  # the watcher's read: not counted yet
+    assert inbox.bytes_read == 0
+    with pytest.raises(BodyTooLarge):
+        inbox.count(4)  # handed to the app
+
+
+def test_a_body_the_app_reads_itself_past_the_limit_is_refused_at_once() -> None:
+    inbox = Inbox(False, limit=3)
+    inbox.received(request(b"ab", more=True), count=True)
+    with pytest.raises(BodyTooLarge):
+        inbox.received(request(b"cd", more=True), count=True)
+    assert inbox.bytes_read == 4
+
+
+@pytest.mark.parametrize(
+    ("limit", "headers", "declared", "over"),
+    [
+        (10, [(b"content-length", b"11")], 11, True),
+        (10, [(b"Content-Length", b"10")], 10, False),
+        (None, [(b"content-length", b"11")], 11, False),
+        (10, [], None, False),
+        (10, [(b"content-length", b"ten")], None, False),
+    ],
+)
+def test_the_inbox_parses_content_length_once_as_its_body_limit(
+    limit: int | None, headers: list[tuple[bytes, bytes]], declared: int | None, over: bool
+) -> None:
+    inbox = Inbox(False, limit=limit, headers=headers)
+    assert (inbox.declared, inbox.declared_over) == (declared, over)
+    if limit is None and declared is not None:
+        with pytest.raises(BodyTooLarge):
+            inbox.enter(declared - 1)  # a limit entered later re-checks the declared length
 
 
 def test_a_request_message_after_the_body_is_complete_is_dropped() -> None:

@@ -78,12 +78,12 @@ class BodyLimit:
     mounted app, RequestBodyLimitMiddleware) puts its own limit in force.
     """
 
-    __slots__ = ("declared", "declared_over", "limit", "received")
+    __slots__ = ("bytes_read", "declared", "declared_over", "limit")
 
     def __init__(self, limit: int | None, declared: int | None) -> None:
         self.limit = limit
         self.declared = declared
-        self.received = 0
+        self.bytes_read = 0
         # Whether Content-Length announces more than the limit (kept up to date by enter()).
         self.declared_over = limit is not None and declared is not None and declared > limit
 
@@ -96,14 +96,14 @@ class BodyLimit:
         self.limit = limit
         declared = self.declared
         self.declared_over = limit is not None and declared is not None and declared > limit
-        if self.declared_over or (limit is not None and self.received > limit):
+        if self.declared_over or (limit is not None and self.bytes_read > limit):
             raise BodyTooLarge
 
     def count(self, size: int) -> None:
         """Count ``size`` more bytes read; raises ``BodyTooLarge`` past the limit."""
-        self.received += size
+        self.bytes_read += size
         limit = self.limit
-        if limit is not None and self.received > limit:
+        if limit is not None and self.bytes_read > limit:
             raise BodyTooLarge
 
 
@@ -124,8 +124,16 @@ DELIVER: Final = "deliver"
 DROP: Final = "drop"
 
 
-class Inbox:
+# The buffer of every Inbox that has not buffered anything yet; never appended to.
+_NO_BUFFER: Final[deque[Message]] = deque(maxlen=0)
+
+
+class Inbox(BodyLimit):
     """What the server has said on the request side, and what the watcher holds for the app.
+
+    It is the request's ``BodyLimit`` too (``limit``, ``declared``, ``bytes_read``, ``enter``,
+    ``count``): Content-Length is parsed once, from ``headers``, and the body the app reads
+    itself is counted in the same step that records it (``received(message, count=True)``).
 
     The states, and what moves between them (``received`` for a message, ``closed`` for the
     serving layer's word that the connection is gone, ``lost`` for a client that stopped
@@ -157,22 +165,32 @@ class Inbox:
     def __init__(
         self,
         websocket: bool,
-        *,
         max_bytes: float = DEFAULT_BUFFER_BYTES,
         max_messages: int = DEFAULT_BUFFER_MESSAGES,
+        limit: int | None = None,
+        headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
+        # BodyLimit's fields, set here rather than through its __init__: one call less per request
+        self.limit = limit
+        self.declared = declared = content_length(headers) if headers else None
+        self.bytes_read = 0
+        self.declared_over = declared is not None and limit is not None and declared > limit
         self.state: str = OPEN if websocket else BODY
-        self.buffer: deque[Message] = deque()
+        self.buffer: deque[Message] = _NO_BUFFER  # most requests never buffer: made on the first push
         self.buffered = 0  # bytes in ``buffer``
         self.max_bytes = max_bytes
         self.max_messages = max_messages
         self.disconnect: Message = _WS_DISCONNECT if websocket else _HTTP_DISCONNECT  # never mutated
         self.error: BaseException | None = None  # raised by receive() while the watcher read
 
-    def received(self, message: Message) -> str:
+    def received(self, message: Message, count: bool = False) -> str:
         """Record ``message`` from the server: ``DELIVER`` it (to its reader or the buffer)
         or ``DROP`` it (an ``http.request`` after the body was complete: a protocol
-        violation by the server, never buffered)."""
+        violation by the server, never buffered).
+
+        With ``count`` (the app reads the message itself, nothing is buffered), a body chunk
+        is counted against the limit at once, in the same step: ``BodyTooLarge`` past it.
+        """
         kind = message["type"]
         if kind == "http.request":
             state = self.state
@@ -180,6 +198,10 @@ class Inbox:
                 return DROP
             if not message.get("more_body", False):
                 self.state = COMPLETE if state is BODY else GONE
+            if count:  # BodyLimit.count(), in this step: one call per chunk
+                self.bytes_read += len(message.get("body", b""))
+                if self.limit is not None and self.bytes_read > self.limit:
+                    raise BodyTooLarge
         elif kind == "http.disconnect" or kind == "websocket.disconnect":
             self.state = GONE
             self.disconnect = message
@@ -187,7 +209,10 @@ class Inbox:
 
     def push(self, message: Message) -> None:
         """Keep a message the watcher took, for the app's next read."""
-        self.buffer.append(message)
+        buffer = self.buffer
+        if buffer is _NO_BUFFER:
+            buffer = self.buffer = deque()
+        buffer.append(message)
         self.buffered += message_size(message)
 
     def pop(self) -> Message:
@@ -389,7 +414,8 @@ class Outbox:
         """``send()`` for an ``http.response.start`` (the table's entry, taken directly)."""
         if self.state is START:
             self.state = SENDING
-            self.trailers = bool(message.get("trailers", False))
+            if "trailers" in message:  # rare: without it, trailers stays False and no call is made
+                self.trailers = bool(message["trailers"])
             self.status = message.get("status")
         else:
             self.send(message)  # raises
@@ -397,7 +423,7 @@ class Outbox:
     def body(self, message: Message) -> bool:
         """``send()`` for an ``http.response.body`` (the table's entry, taken directly);
         returns whether more body follows."""
-        more = bool(message.get("more_body", False))
+        more: bool = message.get("more_body", False)  # truthy or not, as the table reads it
         if self.state is SENDING:
             if not more:
                 self.state = TRAILERS if self.trailers else DONE

@@ -434,7 +434,12 @@ class _Connection:
         kind = type(event)
         if kind is RawData:
             data: bytes = cast("RawData", event).data
-            if not data or self.closed:
+            if self.closed:
+                # Dropped, but a checkpoint still: an app streaming to a client that has gone
+                # must yield, so that its disconnect is read and the stream cancelled.
+                await trio.lowlevel.checkpoint()
+                return
+            if not data:
                 return
             if data == MESSAGE_TOO_BIG:  # hypercorn refused a WebSocket message over the limit
                 await self._send_rest(data)

@@ -38,7 +38,7 @@ class ResponseWatch:
         self._tracks = False
         if scope["type"] != "websocket":
             rs = get_request_scope(scope)
-            if rs is not None and rs.owns(send):
+            if rs is not None and send is rs.asgi_send:
                 self._rs = rs
             else:
                 self._tracks = True
@@ -106,7 +106,7 @@ def wrap_app_handling_exceptions(app: ASGIApp, conn: Request | WebSocket | None)
         # The RequestScope knows whether its own send started a response: a watch is needed
         # only when a middleware wrapped send (nothing to build on the way of most requests).
         rs: RequestScope | None = scope.get(SCOPE_KEY)
-        watch = None if rs is not None and (rs.is_websocket or rs.owns(send)) else ResponseWatch(scope, send)
+        watch = None if rs is not None and (rs.is_websocket or send is rs.asgi_send) else ResponseWatch(scope, send)
         try:
             await app(scope, receive, send if watch is None else watch.send)
         except Exception as exc:

@@ -9,16 +9,16 @@ compares what the app yields with what trio's own schedule point yields, read on
 import time (``probe()``). Should a future trio change that in a way the probe cannot read,
 ``SCHEDULE_POINT`` is None and ``drive()`` starts the watcher eagerly: slower, never wrong.
 
-The app's frames stay on the task's await chain: ``drive`` delegates with ``yield from`` to
-a relay that looks like a coroutine to ``Task.iter_await_frames()``, so stack dumps of a
-request's task still show the endpoint.
+The app's frames stay on the task's await chain: ``drive`` hands back a relay that the
+caller awaits and that looks like a coroutine to ``Task.iter_await_frames()``, so stack
+dumps of a request's task still show the endpoint.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from collections.abc import Awaitable, Generator
+from typing import Any, Protocol
 
 import trio
 
@@ -39,44 +39,58 @@ def probe() -> object | None:
 SCHEDULE_POINT = probe()
 
 
-@types.coroutine
-def drive(
-    awaitable: Awaitable[None], needed: Callable[[object], bool], start: Callable[[], None]
-) -> Generator[Any, Any, None]:
-    """Await ``awaitable``; call ``start()`` the first time it is about to yield a ``trap``
-    for which ``needed(trap)`` is true (at once, when the schedule point is unknown)."""
-    if SCHEDULE_POINT is None or not isinstance(awaitable, types.CoroutineType | types.GeneratorType):
-        start()
-        yield from awaitable.__await__()
-        return
-    yield from _Relay(awaitable, needed, start)
+_STEPPABLE = (types.CoroutineType, types.GeneratorType)  # a tuple: ``A | B`` would build a union per call
+
+
+class Watched(Protocol):
+    """What ``drive`` asks, each time the awaited coroutine is about to yield to trio."""
+
+    def watcher_needed(self, trap: object) -> bool:
+        """Whether yielding ``trap`` now leaves the watcher a job."""
+        ...
+
+    def start_watcher(self) -> None:
+        """Start the watcher (called once)."""
+        ...
 
 
 class _Relay:
-    """Steps a coroutine for ``drive``'s ``yield from``, looking at each trap it yields.
+    """``await drive(awaitable, owner)``: awaits ``awaitable`` and calls
+    ``owner.start_watcher()`` the first time it is about to yield a ``trap`` for which
+    ``owner.watcher_needed(trap)`` is true (at once, when the schedule point is unknown or
+    ``awaitable`` is not a coroutine or generator, which are then awaited as they are).
 
-    Looks like a coroutine to ``Task.iter_await_frames()`` (``cr_frame``, ``cr_await``), so
-    that a stack dump of the request's task goes on through the app down to the endpoint.
+    Otherwise the relay itself steps the coroutine for the caller's ``await``, looking at
+    each trap it yields. It looks like a coroutine to ``Task.iter_await_frames()``
+    (``cr_frame``, ``cr_await``), so that a stack dump of the request's task goes on
+    through the app down to the endpoint.
     """
 
-    __slots__ = ("_coro", "_needed", "_start")
+    __slots__ = ("_coro", "_owner")
 
-    def __init__(
-        self,
-        coro: types.CoroutineType[Any, Any, None] | types.GeneratorType[Any, Any, None],
-        needed: Callable[[object], bool],
-        start: Callable[[], None],
-    ) -> None:
-        self._coro = coro
-        self._needed: Callable[[object], bool] | None = needed
-        self._start = start
+    def __init__(self, coro: Awaitable[None], owner: Watched) -> None:
+        # A coroutine or generator when the relay steps it (``__await__`` checks); Any, for
+        # the one path that awaits another kind of awaitable as it is.
+        self._coro: Any = coro
+        self._owner: Watched | None = owner  # None once the watcher is started
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro = self._coro
+        if SCHEDULE_POINT is None or not isinstance(coro, _STEPPABLE):
+            owner = self._owner
+            if owner is not None:
+                self._owner = None
+                owner.start_watcher()
+            awaited: Generator[Any, Any, None] = coro.__await__()
+            return awaited
+        return self  # type: ignore[return-value]  # it is one, step by step; not a subclass
 
     def __iter__(self) -> _Relay:
         return self
 
     def __next__(self) -> object:
         trap = self._coro.send(None)
-        if self._needed is not None:
+        if self._owner is not None:
             self._look(trap)
         return trap
 
@@ -88,7 +102,7 @@ class _Relay:
             trap = self._coro.send(value)
         finally:
             del value
-        if self._needed is not None:
+        if self._owner is not None:
             self._look(trap)
         return trap
 
@@ -97,7 +111,7 @@ class _Relay:
             trap = self._coro.throw(error)
         finally:
             del error
-        if self._needed is not None:
+        if self._owner is not None:
             self._look(trap)
         return trap
 
@@ -105,10 +119,10 @@ class _Relay:
         self._coro.close()
 
     def _look(self, trap: object) -> None:
-        needed = self._needed
-        if needed is not None and needed(trap):
-            self._needed = None  # started once: from now on the relay only passes traps on
-            self._start()
+        owner = self._owner
+        if owner is not None and owner.watcher_needed(trap):
+            self._owner = None  # started once: from now on the relay only passes traps on
+            owner.start_watcher()
 
     @property
     def cr_frame(self) -> types.FrameType | None:
@@ -124,3 +138,6 @@ class _Relay:
 def is_schedule_point(trap: object) -> bool:
     """Whether ``trap`` is trio's pure schedule point (a yield that does not wait)."""
     return trap is SCHEDULE_POINT
+
+
+drive = _Relay  # one object per request: the relay is its own awaitable

@@ -23,8 +23,8 @@ response is over: its cancel scope is cancelled) and ``DONE``.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 import trio
 
@@ -34,17 +34,16 @@ from triolette._conversation import (
     BODY_TIMEOUT,
     CLOSING,
     DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_MESSAGES,
     DROP,
     GONE,
     SEND_TIMEOUT,
     SENDING,
-    BodyLimit,
     BodyTooLarge,
     Inbox,
     Outbox,
     check_size,
     check_timeout,
-    content_length,
     expired,
     watch_deadline,
 )
@@ -95,6 +94,8 @@ APP: Final = "app"
 WATCHER: Final = "watcher"
 
 _NOTHING: Final[Message] = {"type": "triolette.nothing"}  # what the watcher read, when it kept nothing
+# ``_sending_since`` of a send under way while no watcher runs: nobody times it (yet)
+_UNTIMED: Final = -math.inf
 
 LateErrorHandler = Callable[["RequestScope", BaseException], Awaitable[bool]]
 
@@ -185,7 +186,9 @@ class RequestScope(WebSocketSide):
         "_wake_watcher",
         "_watch_deadline",
         "_watcher_scope",
+        "asgi_receive",
         "asgi_scope",
+        "asgi_send",
         "body_cache",
         "body_consumed",
         "body_timeout",
@@ -193,7 +196,6 @@ class RequestScope(WebSocketSide):
         "cut_short",
         "holdoff",
         "inbox",
-        "limit",
         "outbox",
         "send_timeout",
         "settings",
@@ -203,6 +205,10 @@ class RequestScope(WebSocketSide):
     )
 
     nursery: trio.Nursery  # where the request's own tasks go (for a WebSocket, not the handler's scope)
+    # The receive and send handed to the app, bound once by run() (None after it):
+    # ``receive is rs.asgi_receive`` says no middleware wrapped it (see ``owns``).
+    asgi_receive: Receive | None
+    asgi_send: Send | None
     _request_nursery: trio.Nursery  # the request's cancel scope: deadline, disconnect, shutdown
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, settings: RequestSettings) -> None:
@@ -216,12 +222,11 @@ class RequestScope(WebSocketSide):
         self.ws_max_message_size = limit = settings.ws_max_message_size
         if websocket:
             self.body_timeout = None  # a connection waits for messages as long as it likes
-            self.limit = BodyLimit(None, None)
-            self.inbox = Inbox(True, max_bytes=math.inf if limit is None else limit)
+            self.inbox = Inbox(True, math.inf if limit is None else limit)
         else:
             self.body_timeout = settings.body_timeout
-            self.limit = BodyLimit(settings.max_body_size, content_length(scope.get("headers", ())))
-            self.inbox = Inbox(False, max_bytes=settings.max_buffered_body)
+            limit, headers = settings.max_body_size, scope.get("headers", ())
+            self.inbox = Inbox(False, settings.max_buffered_body, DEFAULT_BUFFER_MESSAGES, limit, headers)
         self.outbox = Outbox(websocket)
         self.watcher: str = IDLE
         self.holdoff = 0  # readers that asked the watcher to stay out of receive()
@@ -243,7 +248,13 @@ class RequestScope(WebSocketSide):
 
     def owns(self, fn: object) -> bool:
         """Whether ``fn`` is this scope's own ``receive`` or ``send`` (no middleware wraps it),
-        so that a caller may use the scope's fast paths (``read_body``, ``send_chunk``)."""
+        so that a caller may use the scope's fast paths (``read_body``, ``send_chunk``).
+
+        On the per-request path, a caller holding what it was handed compares it with the
+        one attribute instead, ``send is rs.asgi_send`` (``receive is rs.asgi_receive``):
+        the bound methods the scope handed to the app. That also says no middleware wrapped
+        it, without a call; ``owns`` answers True for any bound method of the scope's too.
+        """
         return getattr(fn, "__self__", None) is self
 
     @property
@@ -282,14 +293,14 @@ class RequestScope(WebSocketSide):
     @property
     def max_body_size(self) -> int | None:
         """The body limit in force; set it with ``enter_body_limit``."""
-        return self.limit.limit
+        return self.inbox.limit
 
     def enter_body_limit(self, limit: int | None, *, stricter_only: bool = False) -> None:
         """Put a layer's body limit in force (the innermost applies; ``stricter_only`` for a
         mounted app's). Raises ``BodyTooLarge`` (413) at once if what was read, or the
         declared length, is over it."""
         if not self.is_websocket:
-            self.limit.enter(limit, stricter_only=stricter_only)
+            self.inbox.enter(limit, stricter_only=stricter_only)
 
     def enter_settings(self, settings: RequestSettings) -> None:
         """A mounted app's settings, for a request that enters it: its stricter limit and
@@ -308,50 +319,52 @@ class RequestScope(WebSocketSide):
         """Run ``app`` for this ASGI call inside the request nursery; see DESIGN.md section 3."""
         scope = self.asgi_scope
         scope[SCOPE_KEY] = self
-        try:
-            await self._run(app)
-        finally:
-            # The scope and its RequestScope refer to each other: part them now, so that the
-            # request's objects (its body among them) are freed at once, not by the GC later.
-            del scope[SCOPE_KEY]
-
-    async def _run(self, app: ASGIApp) -> None:
-        scope = self.asgi_scope
+        receive = self.asgi_receive = self.receive
+        send = self.asgi_send = self.send
         timeout = self.settings.timeout
         app_cancelled = False
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = self._request_nursery = nursery
-                if timeout is not None:
-                    self.start_time = trio.current_time()
-                    nursery.cancel_scope.deadline = self.start_time + timeout
-                try:
-                    if self.is_websocket:
-                        await self._run_websocket(app)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = self._request_nursery = nursery
+                    if timeout is not None:
+                        self.start_time = trio.current_time()
+                        nursery.cancel_scope.deadline = self.start_time + timeout
+                    try:
+                        if self.is_websocket:
+                            await self._run_websocket(app, receive, send)
+                        else:
+                            await _lazystart.drive(app(scope, receive, send), self)
+                    except trio.Cancelled:
+                        app_cancelled = True
+                        raise
+                    except INTERNAL_EXCEPTIONS:
+                        pass
+                    if self.watcher is IDLE:
+                        self.watcher = DONE  # never started: it never will
+                    elif len(nursery.child_tasks) == int(self.watcher is RUNNING):  # no task left but the watcher
+                        watching = self.watcher is RUNNING
+                        self.stop_watching()
+                        if watching:
+                            nursery.cancel_scope.cancel(reason="request complete")
                     else:
-                        await _lazystart.drive(
-                            app(scope, self.receive, self.send), self._watcher_needed, self._start_watcher
-                        )
-                except trio.Cancelled:
-                    app_cancelled = True
-                    raise
-                except INTERNAL_EXCEPTIONS:
-                    pass
-                watching = self.watcher is RUNNING
-                if len(nursery.child_tasks) == int(watching):  # no task left but the watcher, if any
-                    self.stop_watching()
-                    if watching:
-                        nursery.cancel_scope.cancel(reason="request complete")
-                else:
-                    self.stop_watching()
-        except BaseExceptionGroup as group:
-            await self._fail(group)
+                        self.stop_watching()
+            except BaseExceptionGroup as group:
+                await self._fail(group)
+            finally:
+                self.body_cache = None
+                inbox = self.inbox
+                if inbox.buffer:
+                    inbox.buffer.clear()
+                inbox.error = None
+            if app_cancelled and not self.disconnected:
+                await self._after_cancel()
         finally:
-            self.body_cache = None  # scope and RequestScope refer to each other: free the body now
-            self.inbox.buffer.clear()
-            self.inbox.error = None
-        if app_cancelled and not self.disconnected:
-            await self._after_cancel()
+            # The scope and its RequestScope refer to each other, and so do the RequestScope and
+            # its bound receive and send: part them now, so that the request's objects (its body
+            # among them) are freed at once, not by the GC later.
+            del scope[SCOPE_KEY]
+            self.asgi_receive = self.asgi_send = None
 
     async def _after_cancel(self) -> None:
         cs = self._request_nursery.cancel_scope
@@ -449,12 +462,14 @@ class RequestScope(WebSocketSide):
 
     # -- the disconnect watcher --------------------------------------------------------
 
-    def _start_watcher(self) -> None:
+    def start_watcher(self) -> None:
         if self.watcher is IDLE:
             self.watcher = RUNNING
+            if self._sending_since is not None:  # the send that blocks now is timed from now
+                self._sending_since = trio.current_time()
             self._request_nursery.start_soon(self._watch)
 
-    def _watcher_needed(self, trap: object) -> bool:
+    def watcher_needed(self, trap: object) -> bool:
         """Whether the app, about to yield ``trap`` to trio, leaves the watcher a job.
 
         The one yield that needs no watcher before the response is complete is a pure
@@ -631,17 +646,27 @@ class RequestScope(WebSocketSide):
                 raise
             self.inbox.fail(exc)
             return _NOTHING
-        finally:
+        finally:  # _release_reader(), written out: this is every message's path
             self._reader = None
             done = self._read_done
             if done is not None:
                 self._read_done = None
                 done.set()
-        if self.inbox.received(message) is DROP and reader is WATCHER:
+        if reader is APP:
+            self.inbox.received(message, True)  # the app's own read is counted at once
+        elif self.inbox.received(message) is DROP:
             return _NOTHING
         if self.inbox.state is GONE:
             self._on_disconnect()
         return message
+
+    def _release_reader(self) -> None:
+        """The read in progress is over: wake whoever waits for it."""
+        self._reader = None
+        done = self._read_done
+        if done is not None:
+            self._read_done = None
+            done.set()
 
     async def receive(self) -> Message:
         """The app's ``receive``: one reader at a time, nothing lost, limits applied."""
@@ -656,7 +681,7 @@ class RequestScope(WebSocketSide):
             if not self.is_websocket:  # a WebSocket handler gets its WebSocketDisconnect before any cancellation
                 await trio.lowlevel.checkpoint()
             return dict(inbox.disconnect)
-        if self.limit.declared_over:
+        if inbox.declared_over:
             raise BodyTooLarge
         self.holdoff += 1
         if self._body_deadline == math.inf and self.body_timeout is not None:
@@ -681,37 +706,53 @@ class RequestScope(WebSocketSide):
             self.holdoff -= 1
             if not self.holdoff:
                 self._wake()
-        return self._account(message)
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.body_consumed = True
+        return message
 
     async def read_body(self) -> bytes | None:
         """The rest of the body in one piece, or None if the client left first.
 
         ``Request.body()``'s fast path: the same rules as ``receive()``, but the watcher is
-        held off once for the whole body rather than once per chunk.
+        held off once for the whole body rather than once per chunk, and the chunks the
+        server hands out are read in one loop that holds the reader's place throughout.
         """
         chunks: list[bytes] = []
-        inbox, limit = self.inbox, self.limit
+        inbox = self.inbox
         self.holdoff += 1
         try:
-            while True:
-                if inbox.buffer or self._reader or inbox.state is GONE or inbox.error is not None:
-                    message = await self.receive()  # buffered, being read by the watcher, or gone
-                else:
-                    if limit.declared_over:
-                        raise BodyTooLarge
-                    if self._body_deadline == math.inf and self.body_timeout is not None:
-                        self._start_body_clock()
-                    message = await self._read(APP)
-                    if message["type"] == "http.request":
-                        limit.count(len(message.get("body", b"")))
+            # What the watcher took, or is taking, comes first; so do a client that has gone
+            # and an error receive() raised while the watcher read.
+            while inbox.buffer or self._reader or inbox.state is GONE or inbox.error is not None:
+                message = await self.receive()
                 kind = message["type"]
                 if kind == "http.request":
                     chunks.append(message.get("body", b""))
                     if not message.get("more_body", False):
-                        self.body_consumed = True
-                        break
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 elif kind == "http.disconnect":
                     return None
+            if inbox.declared_over:
+                raise BodyTooLarge
+            if self._body_deadline == math.inf and self.body_timeout is not None:
+                self._start_body_clock()
+            server_receive = self._server_receive
+            self._reader = APP
+            try:
+                while True:
+                    message = await server_receive()
+                    inbox.received(message, True)  # counts the chunk: BodyTooLarge past the limit
+                    kind = message["type"]
+                    if kind == "http.request":
+                        chunks.append(message.get("body", b""))
+                        if not message.get("more_body", False):
+                            self.body_consumed = True
+                            break
+                    elif kind == "http.disconnect":
+                        self._on_disconnect()
+                        return None
+            finally:
+                self._release_reader()
         finally:
             self.holdoff -= 1
             if not self.holdoff:
@@ -725,7 +766,7 @@ class RequestScope(WebSocketSide):
         if message["type"] == "http.request":
             if not message.get("more_body", False):
                 self.body_consumed = True
-            self.limit.count(len(message.get("body", b"")))
+            self.inbox.count(len(message.get("body", b"")))
         return message
 
     def begin_reading(self) -> None:
@@ -757,7 +798,7 @@ class RequestScope(WebSocketSide):
                 return
         elif kind == "http.response.start":
             self.outbox.start(message)
-            if self.limit.declared_over and not self.inbox.complete:
+            if self.inbox.declared_over and not self.inbox.complete:
                 # Starlette answers 413 to an over-long Content-Length even if the body was never read.
                 self.outbox.send({"type": "http.response.body"})
                 await self._server_send(_TOO_LARGE_START)
@@ -773,34 +814,41 @@ class RequestScope(WebSocketSide):
             self.outbox.send(message)  # early hints, trailers, pathsend, debug
         await self._server_send(message)
 
-    def send_chunk(self, body: bytes | memoryview) -> Coroutine[Any, Any, bool]:
-        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path.
-        Await it; it answers False, having sent nothing, once the client has gone.
-
-        A plain method that hands back ``_timed_send``'s coroutine: one coroutine per chunk."""
+    async def send_chunk(self, body: bytes | memoryview) -> bool:
+        """Send one chunk of a streaming HTTP body (``more_body``): ``send()``'s fast path,
+        one coroutine per chunk. Answers False, having sent nothing, once the client has gone."""
         if self.inbox.state is GONE:
-            return _gone()
+            await trio.lowlevel.checkpoint()
+            return False
         message = {"type": "http.response.body", "body": body, "more_body": True}
         outbox = self.outbox
         if outbox.state is not SENDING:  # a chunk with more to come leaves SENDING as it is
             outbox.send(message)
-        return self._timed_send(message)
-
-    async def _timed_send(self, message: Message) -> bool:
-        """Send, with the watcher timing the send (``send_timeout``); True once sent."""
-        self._sending_since = trio.current_time()
-        if self._watch_deadline == math.inf and self._watcher_scope is not None:  # else armed already
-            self._rearm_watchdog()
+        self._start_send_clock()  # _timed_send's steps, in this coroutine: one coroutine per chunk
         try:
             await self._server_send(message)
         finally:
             self._sending_since = None
         return True
 
+    async def _timed_send(self, message: Message) -> None:
+        """Send, with the watcher timing the send (``send_timeout``)."""
+        self._start_send_clock()
+        try:
+            await self._server_send(message)
+        finally:
+            self._sending_since = None
 
-async def _gone() -> bool:
-    await trio.lowlevel.checkpoint()
-    return False
+    def _start_send_clock(self) -> None:
+        """A send begins. While the watcher runs, it is timed from now. Otherwise it is marked
+        ``_UNTIMED``: most sends go through at once, and one that blocks starts the watcher
+        (``watcher_needed``), which times it from that moment (``start_watcher``)."""
+        if self.watcher is RUNNING:
+            self._sending_since = trio.current_time()
+            if self._watcher_scope is not None and self._watch_deadline == math.inf:  # else armed already
+                self._rearm_watchdog()
+        else:
+            self._sending_since = _UNTIMED
 
 
 async def run_in_request_scope(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from triolette import _lazystart
-from triolette._conversation import DENIAL, GONE, Outbox
+from triolette._conversation import CLOSED, DENIAL, GONE, Outbox
 from triolette.exceptions import WebSocketDisconnect
-from triolette.types import ASGIApp, Message, Scope, Send
+from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from triolette._conversation import Inbox
@@ -84,15 +84,15 @@ class WebSocketSide:
 
         async def send(self, message: Message) -> None: ...
 
-        async def _timed_send(self, message: Message) -> bool: ...
+        async def _timed_send(self, message: Message) -> None: ...
 
-        def _watcher_needed(self, trap: object) -> bool: ...
+        def watcher_needed(self, trap: object) -> bool: ...
 
-        def _start_watcher(self) -> None: ...
+        def start_watcher(self) -> None: ...
 
         watcher: str
 
-    async def _run_websocket(self, app: ASGIApp) -> None:
+    async def _run_websocket(self, app: ASGIApp, receive: Receive, send: Send) -> None:
         """Run a WebSocket handler; see the class docstring."""
         self._ws_sending = False
         self._ws_send_turn: trio.lowlevel.ParkingLot | None = None  # made when two tasks send at once
@@ -100,9 +100,7 @@ class WebSocketSide:
         self._handler_task = trio.lowlevel.current_task()
         with trio.CancelScope() as self._ws_handler_scope:
             try:
-                await _lazystart.drive(
-                    app(self.asgi_scope, self.receive, self.send), self._watcher_needed, self._start_watcher
-                )
+                await _lazystart.drive(app(self.asgi_scope, receive, send), self)
             except Exception as exc:
                 if not self._says_closed(exc):
                     await self._close_websocket(1011)  # as Starlette's servers: 403 before accept
@@ -156,7 +154,8 @@ class WebSocketSide:
     async def _close_websocket(self, code: int, reason: str = "") -> None:
         """Close the connection on the handler's behalf, if it is still open or undecided
         (before accept the server answers 403): shielded, bounded, never raises."""
-        if self.disconnected or self.outbox.complete or self.outbox.state is DENIAL:
+        state = self.outbox.state
+        if state is CLOSED or state is DENIAL or self.disconnected:  # closed (``outbox.complete``), denied, or gone
             return
         deadline = trio.current_time() + (self.send_timeout or _CLOSE_TIMEOUT)
         with trio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(ClientGone, OSError):

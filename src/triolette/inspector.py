@@ -72,8 +72,8 @@ def end_reason(rs: RequestScope, error: BaseException | None, now: float, draini
     complete = rs.outbox.complete
     if (rs.disconnected and not complete) or rs.cut_short is SEND_TIMEOUT:
         return CLIENT_DISCONNECTED  # (a disconnect after the whole response was sent changes nothing)
-    limit = rs.limit
-    if limit.declared_over or (limit.limit is not None and limit.received > limit.limit):
+    limit = rs.inbox  # the request side, with its body limit
+    if limit.declared_over or (limit.limit is not None and limit.bytes_read > limit.limit):
         return LIMIT
     cs = rs.nursery.cancel_scope
     if cs.cancelled_caught and now >= cs.deadline:

@@ -236,7 +236,7 @@ class Request(HTTPConnection[StateT]):
     def _direct_scope(self) -> RequestScope | None:
         """The RequestScope, when this Request reads straight from it (no middleware wrapper)."""
         rs = get_request_scope(self.scope)
-        return rs if rs is not None and rs.owns(self._receive) else None
+        return rs if rs is not None and self._receive is rs.asgi_receive else None
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         """Yield the body chunk by chunk as it arrives, then ``b""``."""

@@ -289,7 +289,7 @@ class StreamingResponse(Response):
 
     async def _send_chunks(self, send: Send, rs: RequestScope | None) -> None:
         charset = self.charset
-        direct = rs is not None and rs.owns(send)
+        direct = rs is not None and send is rs.asgi_send
         async with aclosing_if_closable(self.body_iterator) as iterator:
             async for chunk in iterator:
                 if not isinstance(chunk, _BYTES):

@@ -104,11 +104,11 @@ class WebSocket(HTTPConnection[StateT]):
         # ``_outbox`` is the app side's state; ``_checker`` is the outbox this object checks
         # itself, None while the RequestScope's send checks ``_outbox`` (the scope's own).
         self._checker: Outbox | None
-        if rs is not None and rs.owns(send):
+        if rs is not None and send is rs.asgi_send:
             self._outbox, self._checker = rs.outbox, None
         else:
-            self._outbox = self._checker = Outbox(True, refuse=_refused)
-        self._client = Outbox(True, client=True, refuse=_refused)
+            self._outbox = self._checker = Outbox(True, False, _refused)
+        self._client = Outbox(True, True, _refused)  # positional: keywords cost more per connection
 
     @property
     def application_state(self) -> WebSocketState:
@@ -148,7 +148,7 @@ class WebSocket(HTTPConnection[StateT]):
     async def receive(self) -> Message:
         """The next ASGI message from the client."""
         client = self._client
-        if client.complete:
+        if client.state is LEFT:  # the table's end (``client.complete``, without the property's call)
             raise WebSocketDisconnected(_RECEIVE_AFTER_DISCONNECT)
         message = await self._receive()
         client.send(message)

@@ -512,3 +512,33 @@ def _collect() -> Any:
     import gc
 
     gc.collect()
+
+
+async def test_a_stream_to_a_client_that_reset_stops_after_a_few_chunks() -> None:
+    # Once the driver has closed a connection, hypercorn's writes to it are dropped without
+    # waiting: the app's next send must still yield to trio, so that the disconnect is read
+    # and the stream cancelled, not run through all its chunks into the void.
+    produced: list[int] = []
+    ended = trio.Event()
+
+    async def endless(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                for n in range(100_000):  # 6.4 GB if nobody stops it
+                    produced.append(n)
+                    yield b"x" * 65536
+            finally:
+                ended.set()
+
+        return StreamingResponse(chunks())
+
+    app = Triolette(routes=[Route("/endless", endless)])
+    async with serving(app) as (_, _port, connect):
+        stream = await connect()
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.send_all(b"GET /endless HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await stream.receive_some(65536)
+        await stream.aclose()  # with linger 0: a reset
+        with trio.fail_after(10):
+            await ended.wait()
+    assert len(produced) < 2_000  # the kernel's buffers hold a few hundred chunks at most

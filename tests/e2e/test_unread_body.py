@@ -124,14 +124,21 @@ def fill(sock: socket.socket, chunked: bool) -> int:
         sent += n
 
 
-async def leave_behind_an_unread_body(port: int, app: Triolette, chunked: bool, baseline: int) -> int:
+async def connected_socket(port: int) -> socket.socket:
+    """A non-blocking stdlib socket connected to 127.0.0.1:``port`` (bounded): the tests
+    below fill the kernel's buffers by hand, which a trio stream would not let them do."""
     sock = socket.socket()
     sock.setblocking(False)
+    with trio.fail_after(5):
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        await trio.lowlevel.wait_writable(sock)
+    return sock
+
+
+async def leave_behind_an_unread_body(port: int, app: Triolette, chunked: bool, baseline: int) -> int:
+    sock = await connected_socket(port)
     with sock:
-        with trio.fail_after(5):
-            with contextlib.suppress(BlockingIOError):
-                sock.connect(("127.0.0.1", port))
-            await trio.lowlevel.wait_writable(sock)
         framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % (16 * MiB)
         sock.send(b"POST /ticks HTTP/1.1\r\nHost: t\r\n" + framing + b"\r\n\r\n")
         sent = 0
@@ -179,13 +186,8 @@ def _unsent(sock: socket.socket) -> int:
 
 async def _send_then_leave(port: int, app: Triolette, size: int, *, reset: bool) -> int:
     """POST ``size`` body bytes to the endpoint that sleeps, then close (``reset``: with a RST)."""
-    sock = socket.socket()
-    sock.setblocking(False)
+    sock = await connected_socket(port)
     with sock:
-        with trio.fail_after(5):
-            with contextlib.suppress(BlockingIOError):
-                sock.connect(("127.0.0.1", port))
-            await trio.lowlevel.wait_writable(sock)
         sock.send(b"POST /sleeps HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (16 * MiB))
         sent = 0
         with trio.fail_after(10):

@@ -46,7 +46,7 @@ class RequestBodyLimitMiddleware:
             # server and checks Content-Length first: this limit goes in force there (one
             # stricter than what was read already answers 413 at once, before the app runs).
             rs.enter_body_limit(self.max_body_size)
-            if rs.owns(receive):  # nothing between: the scope's count is what the app receives
+            if receive is rs.asgi_receive:  # nothing between: the scope's count is what the app receives
                 scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
                 await self.app(scope, receive, send)
                 return
@@ -95,7 +95,7 @@ class RequestBodyLimitResponder:
     @property
     def total_size(self) -> int:
         """The body bytes the app has received so far."""
-        return self.limit.received
+        return self.limit.bytes_read
 
     @property
     def scope(self) -> Scope:

@@ -11,7 +11,7 @@ import inspect
 import traceback
 
 from triolette._exception_handler import ResponseWatch, call_handler
-from triolette._scope import INTERNAL_EXCEPTIONS
+from triolette._scope import INTERNAL_EXCEPTIONS, SCOPE_KEY, RequestScope
 from triolette.requests import Request
 from triolette.responses import HTMLResponse, PlainTextResponse, Response
 from triolette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
@@ -81,9 +81,12 @@ class ServerErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        watch = ResponseWatch(scope, send)
+        # The RequestScope knows whether its own send started a response: a watch is needed
+        # only when a middleware outside this one wrapped send.
+        rs: RequestScope | None = scope.get(SCOPE_KEY)
+        watch = None if rs is not None and send is rs.asgi_send else ResponseWatch(scope, send)
         try:
-            await self.app(scope, receive, watch.send)
+            await self.app(scope, receive, send if watch is None else watch.send)
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
@@ -91,7 +94,8 @@ class ServerErrorMiddleware:
             # The handler runs for every unhandled exception (it may log or report it); its
             # response is sent only if the app had not started one.
             response = await self.build_response(Request(scope), exc)
-            if response is not None and not watch.started:
+            started = watch.started if watch is not None else rs is not None and rs.response_started
+            if response is not None and not started:
                 await response(scope, receive, send)
             raise
 

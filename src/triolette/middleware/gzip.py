@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import zlib
+from collections.abc import Iterable
 from typing import NoReturn
 
 import trio
@@ -241,5 +243,11 @@ def _accepts_gzip(accept_encoding: bytes | None) -> bool:
     return False
 
 
-def _normalize_content_types(content_types: tuple[str, ...]) -> tuple[str, ...]:
+def _normalize_content_types(content_types: Iterable[str]) -> tuple[str, ...]:
+    """The media types alone, lower case (cached: each request's responder asks again)."""
+    return _normalized(content_types if isinstance(content_types, tuple) else tuple(content_types))
+
+
+@functools.lru_cache(maxsize=64)
+def _normalized(content_types: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(content_type.partition(";")[0].strip().lower() for content_type in content_types)
