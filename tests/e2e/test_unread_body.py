@@ -233,12 +233,7 @@ async def test_defect_14_a_client_that_leaves_is_seen_while_the_server_neither_r
 async def _answered_without_reading(port: int, size: int) -> tuple[socket.socket, bytes, int]:
     """POST a body of ``size`` bytes to the endpoint that answers without reading it; send what
     the kernel takes; return the socket, the response read so far and the bytes sent."""
-    sock = socket.socket()
-    sock.setblocking(False)
-    with trio.fail_after(5):
-        with contextlib.suppress(BlockingIOError):
-            sock.connect(("127.0.0.1", port))
-        await trio.lowlevel.wait_writable(sock)
+    sock = await connected_socket(port)
     sock.send(b"POST /answers HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
     answer = b""
     sent = 0
