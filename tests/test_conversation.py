@@ -292,12 +292,16 @@ def test_a_closed_connection_means_the_client_has_gone(before: list[dict[str, An
     assert inbox.state == after
 
 
-def test_a_websocket_stays_open_when_told_its_connection_closed() -> None:
+def test_a_websocket_told_its_connection_closed_delivers_what_was_queued_then_is_gone() -> None:
     inbox = Inbox(True)
     inbox.closed()
-    assert inbox.state == conv.OPEN
-    assert not inbox.gone
-    assert not inbox.complete
+    assert inbox.state == conv.CLOSING
+    assert inbox.gone
+    assert not inbox.full()  # nothing more arrives than the server queued: read on
+    assert inbox.received({"type": "websocket.receive", "bytes": b"x"}) == DELIVER
+    assert inbox.state == conv.CLOSING
+    assert inbox.received({"type": "websocket.disconnect", "code": 1006}) == DELIVER
+    assert inbox.state == conv.GONE
 
 
 def test_closing_delivers_the_queued_body_in_order_and_never_comes_back() -> None:

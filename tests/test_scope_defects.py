@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from tests.test_scope import FakeServer, call, http_scope, read_body
+from tests.test_websockets import ws_scope
 from triolette._driver import CONNECTION_EXTENSION, _AppQueue
 from triolette._scope import get_request_scope
 from triolette.applications import Triolette
@@ -23,8 +24,9 @@ from triolette.middleware import Middleware
 from triolette.middleware.body_limit import RequestBodyLimitMiddleware
 from triolette.requests import Request
 from triolette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
-from triolette.routing import Mount, Route, Router
+from triolette.routing import Mount, Route, Router, WebSocketRoute
 from triolette.types import Message
+from triolette.websockets import WebSocket
 
 # -- defect 1: a server that keeps answering is not buffered without bound ------------------
 
@@ -750,3 +752,51 @@ async def test_defect_14_a_connection_that_closed_before_the_watcher_filled_up_i
     # to the disconnect (all 12 chunks are held for the app, which may still read them).
     assert seen == [(True, "client gone", 12 * 65536)]
     assert sent == []
+
+
+async def test_defect_14_a_websocket_client_that_floods_then_leaves_ends_a_handler_blocked_elsewhere(
+    autojump_clock: Any,
+) -> None:
+    # A handler that accepted, then waits on something else (a pub/sub feed) and never reads:
+    # the client sends 200 messages of 64 KiB and leaves. The watcher holds at most 64
+    # messages, then the driver's queue fills and its reader waits: the disconnect is queued
+    # behind messages nobody reads. The connection's closing must still end the handler.
+    queue = _AppQueue(10)
+    log: list[Any] = []
+    put = 0
+
+    async def blocked_elsewhere(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await trio.sleep_forever()  # a feed that never publishes
+        except trio.Cancelled as exc:
+            log.append(("cancelled", exc.reason))
+            raise
+
+    async def client() -> None:
+        nonlocal put
+        await queue.put({"type": "websocket.connect"})
+        for _ in range(200):
+            await queue.put({"type": "websocket.receive", "bytes": b"x" * 65536})
+            if queue.state != "open":
+                return  # the socket is closed: the read loop ends
+            put += 1
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = ws_scope()
+    scope["extensions"] = {CONNECTION_EXTENSION: queue}
+    app = Triolette(routes=[WebSocketRoute("/ws", blocked_elsewhere)])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client)
+            nursery.start_soon(app, scope, queue.receive, send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert put < 200  # held back, not buffered
+            await queue.put({"type": "websocket.disconnect", "code": 1006})  # hypercorn: the connection closed
+    assert log == [("cancelled", "client disconnected")]
+    assert trio.current_time() == 0  # at once
+    assert [m["type"] for m in sent] == ["websocket.accept"]

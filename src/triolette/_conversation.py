@@ -145,12 +145,13 @@ class Inbox(BodyLimit):
     BODY        BODY                 COMPLETE        GONE        CLOSING
     CLOSING     CLOSING              GONE            GONE        CLOSING
     COMPLETE    dropped              dropped         GONE        GONE
-    OPEN (ws)   -                    -               GONE        OPEN
+    OPEN (ws)   -                    -               GONE        CLOSING
     GONE        dropped              dropped         GONE        GONE
     ==========  ===================  ==============  ==========  ========
 
-    CLOSING: the client has gone, but body chunks it sent before wait in the server's queue
-    ahead of its disconnect message; they are delivered, in order, then the disconnect. Once
+    CLOSING: the client has gone, but body chunks (or WebSocket messages) it sent before wait
+    in the server's queue ahead of its disconnect message; they are delivered, in order,
+    then the disconnect (a WebSocket message leaves CLOSING as it is). Once
     the client has gone (CLOSING or GONE) it never comes back. After the body is complete
     only the disconnect can follow, so ``closed()`` there is as good as the message.
 
@@ -233,7 +234,7 @@ class Inbox(BodyLimit):
         """The serving layer says the connection is gone, though its disconnect message may
         wait behind body chunks not read yet (the server's queue holds no more than it has)."""
         state = self.state
-        if state is BODY:
+        if state is BODY or state is OPEN:
             self.state = CLOSING
         elif state is COMPLETE:
             self.state = GONE

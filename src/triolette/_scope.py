@@ -528,7 +528,7 @@ class RequestScope(WebSocketSide):
         inbox = self.inbox
         while True:
             while self.holdoff or self._reader or inbox.full():
-                if not (self.holdoff or self._reader or self.is_websocket):
+                if not (self.holdoff or self._reader):
                     self._watch_connection()  # held back by its full buffer: nobody reads for now
                     if not inbox.full():
                         break  # the connection had closed already: read on to the disconnect

@@ -433,6 +433,45 @@ async def test_a_websocket_message_over_every_limit_is_refused_by_the_server_whi
     assert app.state.received == []
 
 
+async def test_a_websocket_client_that_floods_then_resets_ends_a_handler_blocked_elsewhere() -> None:
+    """The handler accepts, then waits on something else and never reads. The client sends
+    messages until the server holds it back (the watcher's 64 messages, the driver's queue,
+    the kernel's buffers), then resets: the disconnect waits behind messages nobody reads,
+    and the connection's closing must still end the handler (issue 11, defect 14)."""
+    ended = trio.Event()
+    reasons: list[str] = []
+
+    async def blocked_elsewhere(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await trio.sleep_forever()  # a feed that never publishes
+        except trio.Cancelled as exc:
+            reasons.append(str(exc.reason))
+            raise
+        finally:
+            ended.set()
+
+    app = Triolette(routes=[WebSocketRoute("/ws", blocked_elsewhere)])
+    client = WSConnection(ConnectionType.CLIENT)
+    async with serving(app) as (_, _port, connect):
+        stream = await connect()
+        await stream.send_all(client.send(WSRequest(host="t", target="/ws")))
+        events: list[Any] = []
+        with trio.fail_after(5):
+            while not any(isinstance(event, AcceptConnection) for event in events):
+                client.receive_data(await stream.receive_some(65536))
+                events += client.events()
+        frame = client.send(BytesMessage(b"z" * 65536))
+        with trio.move_on_after(2):  # until the server stops taking them (bounded)
+            for _ in range(2000):
+                await stream.send_all(frame)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # a reset
+        with trio.fail_after(10):
+            await ended.wait()
+    assert reasons == ["client disconnected"]
+
+
 # -- TLS (through hypercorn's own driver) ------------------------------------------------------------
 
 
