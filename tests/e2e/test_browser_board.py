@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -55,6 +56,29 @@ def base_of(server: BoardServer) -> str:
 
 def wait(driver: Any, condition: Any, timeout: float = 10) -> Any:
     return WebDriverWait(driver, timeout).until(condition)
+
+
+def row_text(driver: Any, xpath: str, *needles: str, timeout: float = 4) -> str:
+    """The text of the first row at ``xpath`` once it holds every one of ``needles``. The
+    inspector redraws its tables on every update, so a row found a moment ago may be gone:
+    each try finds it again (a stale one is just another try)."""
+
+    seen: list[str] = []
+
+    def found(d: Any) -> str | bool:
+        for element in d.find_elements(By.XPATH, xpath):
+            text: str = element.text
+            seen.append(text)
+            if all(needle in text for needle in needles):
+                return text
+        return False
+
+    try:
+        text: str = WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(found)
+    except TimeoutException:
+        last = seen[-1:]
+        raise AssertionError(f"no row at {xpath} held {needles!r} within {timeout} s; last seen: {last!r}") from None
+    return text
 
 
 def live(driver: Any) -> None:
@@ -208,16 +232,14 @@ def test_inspector_shows_a_search_in_flight_then_client_disconnected(
         delay.send_keys("5")
         bob.find_element(By.ID, "search-go").click()
         row = "//table[@id='in-flight']//tr[contains(., '/search')]"
-        in_flight = wait(ada, expected_conditions.presence_of_element_located((By.XPATH, row)), timeout=4)
-        assert "search service: titles" in in_flight.text
-        assert "in handler" in in_flight.text
+        # within the search's 5 s: the row, with the search's tasks and its phase
+        row_text(ada, row, "/search", "search service: titles", "in handler")
         ada.save_screenshot(str(shots / "inspector-in-flight-1280x800.png"))
 
         bob.close()  # the tab goes during the search: its request ends with "client disconnected"
         bob.switch_to.window(board)
         ended = "//table[@id='ended']//tr[contains(., '/search')]"
-        row_ended = wait(ada, expected_conditions.presence_of_element_located((By.XPATH, ended)), timeout=4)
-        assert "client disconnected" in row_ended.text
+        row_text(ada, ended, "/search", "client disconnected", timeout=10)
         ada.save_screenshot(str(shots / "inspector-ended-1280x800.png"))
     finally:
         ada.quit()
