@@ -646,12 +646,8 @@ class RequestScope(WebSocketSide):
                 raise
             self.inbox.fail(exc)
             return _NOTHING
-        finally:  # _release_reader(), written out: this is every message's path
-            self._reader = None
-            done = self._read_done
-            if done is not None:
-                self._read_done = None
-                done.set()
+        finally:
+            self._release_reader()
         if reader is APP:
             self.inbox.received(message, True)  # the app's own read is counted at once
         elif self.inbox.received(message) is DROP:

@@ -111,6 +111,22 @@ async def serving(
                 await stream.aclose()
 
 
+async def websocket_handshake(stream: trio.SocketStream, client: WSConnection) -> None:
+    """Open a WebSocket on ``stream`` at /ws; return once the server accepted (bounded)."""
+    await stream.send_all(client.send(WSRequest(host="t", target="/ws")))
+    events: list[Any] = []
+    with trio.fail_after(5):
+        while not any(isinstance(event, AcceptConnection) for event in events):
+            client.receive_data(await stream.receive_some(65536))
+            events += client.events()
+
+
+async def reset(stream: trio.SocketStream) -> None:
+    """Close ``stream`` with a reset (SO_LINGER 0), as a client that vanishes does."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+
+
 async def read_until_closed(stream: trio.SocketStream, seconds: float) -> bytes:
     """Everything the server sends until it closes the connection; fails after ``seconds``."""
     data = b""
@@ -387,12 +403,7 @@ async def test_a_websocket_echoes_over_the_driver() -> None:
     echoed: list[bytes] = []
     async with serving(app) as (_, _, connect):
         stream = await connect()
-        await stream.send_all(client.send(WSRequest(host="t", target="/ws")))
-        events: list[Any] = []
-        with trio.fail_after(5):
-            while not any(isinstance(event, AcceptConnection) for event in events):
-                client.receive_data(await stream.receive_some(65536))
-                events += client.events()
+        await websocket_handshake(stream, client)
         for size in (5, 70_000):
             await stream.send_all(client.send(BytesMessage(b"y" * size)))
             message = b""
@@ -413,12 +424,7 @@ async def test_a_websocket_message_over_every_limit_is_refused_by_the_server_whi
     client = WSConnection(ConnectionType.CLIENT)
     async with serving(app) as (_, _, connect):
         stream = await connect()
-        await stream.send_all(client.send(WSRequest(host="t", target="/ws")))
-        events: list[Any] = []
-        with trio.fail_after(5):
-            while not any(isinstance(event, AcceptConnection) for event in events):
-                client.receive_data(await stream.receive_some(65536))
-                events += client.events()
+        await websocket_handshake(stream, client)
         # binary, final; masked with a zero key (so the payload goes as is); 64-bit length
         header = b"\x82\xff" + struct.pack("!Q", 15 * 1024 * 1024) + b"\x00\x00\x00\x00"
         await stream.send_all(header + b"\x00" * (1024 * 1024 + 65536))
@@ -455,18 +461,12 @@ async def test_a_websocket_client_that_floods_then_resets_ends_a_handler_blocked
     client = WSConnection(ConnectionType.CLIENT)
     async with serving(app) as (_, _port, connect):
         stream = await connect()
-        await stream.send_all(client.send(WSRequest(host="t", target="/ws")))
-        events: list[Any] = []
-        with trio.fail_after(5):
-            while not any(isinstance(event, AcceptConnection) for event in events):
-                client.receive_data(await stream.receive_some(65536))
-                events += client.events()
+        await websocket_handshake(stream, client)
         frame = client.send(BytesMessage(b"z" * 65536))
         with trio.move_on_after(2):  # until the server stops taking them (bounded)
             for _ in range(2000):
                 await stream.send_all(frame)
-        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        await stream.aclose()  # a reset
+        await reset(stream)
         with trio.fail_after(10):
             await ended.wait()
     assert reasons == ["client disconnected"]
@@ -574,10 +574,9 @@ async def test_a_stream_to_a_client_that_reset_stops_after_a_few_chunks() -> Non
     app = Triolette(routes=[Route("/endless", endless)])
     async with serving(app) as (_, _port, connect):
         stream = await connect()
-        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await stream.send_all(b"GET /endless HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await stream.receive_some(65536)
-        await stream.aclose()  # with linger 0: a reset
+        await reset(stream)
         with trio.fail_after(10):
             await ended.wait()
     assert len(produced) < 2_000  # the kernel's buffers hold a few hundred chunks at most
