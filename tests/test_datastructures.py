@@ -670,10 +670,7 @@ def test_upload_file_attributes_and_repr():
     assert upload.size == 3
     assert upload.headers is headers
     assert upload.content_type == "text/plain"
-    assert (
-        repr(upload)
-        == "UploadFile(filename='a.txt', size=3, headers=Headers({'content-type': 'text/plain'}))"
-    )
+    assert repr(upload) == "UploadFile(filename='a.txt', size=3, headers=Headers({'content-type': 'text/plain'}))"
     bare = UploadFile(io.BytesIO())
     assert bare.headers == Headers()
     assert bare.content_type is None

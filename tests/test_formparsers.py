@@ -143,9 +143,7 @@ async def test_urlencoded_max_fields_counts_only_fields(body: bytes, max_fields:
 )
 async def test_urlencoded_too_many_fields(body: bytes, max_fields: float, both_paths: None) -> None:
     """CVE-2023-30798: the number of fields is bounded."""
-    with pytest.raises(
-        MultiPartException, match=rf"^Too many fields\. Maximum number of fields is {max_fields}\.$"
-    ):
+    with pytest.raises(MultiPartException, match=rf"^Too many fields\. Maximum number of fields is {max_fields}\.$"):
         await FormParser(URLENCODED, chunks(body), max_fields=max_fields).parse()
 
 
@@ -333,9 +331,7 @@ def spools(monkeypatch: pytest.MonkeyPatch) -> list[RecordingSpool]:
     return made
 
 
-async def parse_multipart(
-    *parts: bytes, headers: Headers = MULTIPART, **limits: Any
-) -> list[tuple[str, Any]]:
+async def parse_multipart(*parts: bytes, headers: Headers = MULTIPART, **limits: Any) -> list[tuple[str, Any]]:
     form = await MultiPartParser(headers, chunks(*parts), **limits).parse()
     try:
         return await values(form)
@@ -387,9 +383,7 @@ async def test_multipart_chunk_boundary_anywhere() -> None:
 
 
 async def test_multipart_header_names_are_lowercased_and_values_kept() -> None:
-    body = (
-        part(b'form-data; name="f"; filename="x"', b"1", b"CONTENT-TYPE: Text/Plain", b"X-Extra:  v ") + END
-    )
+    body = part(b'form-data; name="f"; filename="x"', b"1", b"CONTENT-TYPE: Text/Plain", b"X-Extra:  v ") + END
     form = await MultiPartParser(MULTIPART, chunks(*split_every(body, 5))).parse()
     upload = form["f"]
     assert isinstance(upload, UploadFile)
@@ -400,9 +394,7 @@ async def test_multipart_header_names_are_lowercased_and_values_kept() -> None:
 
 async def test_multipart_large_file_rolls_to_disk(spools: list[RecordingSpool]) -> None:
     data = bytes(range(256)) * 4096 * 3  # 3 MiB, over the 1 MiB spool
-    form = await MultiPartParser(
-        MULTIPART, chunks(*split_every(file("f", "big.bin", data) + END, 65536))
-    ).parse()
+    form = await MultiPartParser(MULTIPART, chunks(*split_every(file("f", "big.bin", data) + END, 65536))).parse()
     upload = form["f"]
     assert isinstance(upload, UploadFile)
     assert spools[0]._rolled  # type: ignore[attr-defined]  # private; asking via fileno() would roll it over
@@ -512,9 +504,7 @@ async def test_multipart_missing_boundary(content_type: str | None) -> None:
     ],
 )
 async def test_multipart_part_without_name(body: bytes) -> None:
-    with pytest.raises(
-        MultiPartException, match=r'^The Content-Disposition header field "name" must be provided\.$'
-    ):
+    with pytest.raises(MultiPartException, match=r'^The Content-Disposition header field "name" must be provided\.$'):
         await parse_multipart(body)
 
 
@@ -563,9 +553,9 @@ async def test_multipart_fields_and_files_are_counted_apart() -> None:
 @pytest.mark.parametrize("chunk_size", [1, 100, 100_000])
 async def test_multipart_text_part_over_max_part_size(chunk_size: int) -> None:
     """CVE-2024-47874: a part without a filename is not buffered past max_part_size."""
-    assert await parse_multipart(
-        *split_every(field("a", b"x" * 1024) + END, chunk_size), max_part_size=1024
-    ) == [("a", "x" * 1024)]
+    assert await parse_multipart(*split_every(field("a", b"x" * 1024) + END, chunk_size), max_part_size=1024) == [
+        ("a", "x" * 1024)
+    ]
     body = field("a", b"x" * 1025) + END
     with pytest.raises(MultiPartException, match=r"^Part exceeded maximum size of 1KB\.$"):
         await parse_multipart(*split_every(body, chunk_size), max_part_size=1024)

@@ -471,7 +471,6 @@ async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojum
     assert ran == []
 
 
-
 # -- rs.owns(): the documented way to ask whether receive/send are the scope's own ----------
 
 

@@ -301,9 +301,7 @@ def test_serve_runs_until_the_signal(project: Path) -> None:
 
 # -- a client that stops reading ----------------------------------------------------------------
 
-needs_user_timeout = pytest.mark.skipif(
-    not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux's"
-)
+needs_user_timeout = pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux's")
 
 
 @needs_user_timeout

@@ -82,7 +82,6 @@ async def test_asgi2_apps_work_in_the_async_test_client_http_and_websocket() -> 
     assert (response.status_code, response.text) == (201, "function")
 
 
-
 # -- trailers ------------------------------------------------------------------------------------
 
 

@@ -91,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long an idle keep-alive connection stays open (default: %(default)g)",
     )
-    parser.add_argument(
-        "--root-path", default="", metavar="PATH", help="the path prefix a proxy serves the app under"
-    )
+    parser.add_argument("--root-path", default="", metavar="PATH", help="the path prefix a proxy serves the app under")
     parser.add_argument(
         "--read-timeout",
         type=_seconds,

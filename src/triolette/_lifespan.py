@@ -164,6 +164,3 @@ class _MountedLifespan:
     async def shutdown(self) -> None:
         self._stop.set()
         await self._done.wait()
-
-
-

@@ -103,9 +103,7 @@ class ServerOptions:
                 f"keep_alive_timeout must be a positive number of seconds, got {self.keep_alive_timeout!r}"
             )
         if self.read_timeout is not None and (not _is_seconds(self.read_timeout) or self.read_timeout == 0):
-            raise ValueError(
-                f"read_timeout must be a positive number of seconds (or None), got {self.read_timeout!r}"
-            )
+            raise ValueError(f"read_timeout must be a positive number of seconds (or None), got {self.read_timeout!r}")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError(
                 f"TLS needs both certfile and keyfile, got certfile={self.certfile!r}, keyfile={self.keyfile!r}"
@@ -443,9 +441,6 @@ def _original_error(exc: BaseException) -> BaseException | None:
         if isinstance(error, LifespanFailureError):
             return error.__context__
     return None
-
-
-
 
 
 # -- serve(): one worker here, or worker processes --------------------------------------------

@@ -62,6 +62,7 @@ class Address(NamedTuple):
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
+
 def _netloc_from_scope(scope: Scope, scheme: str) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == b"host":
@@ -569,9 +570,7 @@ class UploadFile:
             await run_in_threadpool(self.file.close)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(filename={self.filename!r}, size={self.size!r}, headers={self.headers!r})"
-        )
+        return f"{type(self).__name__}(filename={self.filename!r}, size={self.size!r}, headers={self.headers!r})"
 
 
 class FormData(ImmutableMultiDict[str, "UploadFile | str"]):
@@ -613,11 +612,7 @@ class Headers(Mapping[str, str]):
         scope: MutableMapping[str, Any] | None = None,
     ) -> None:
         if (headers is not None) + (raw is not None) + (scope is not None) > 1:
-            given = [
-                name
-                for name, arg in (("headers", headers), ("raw", raw), ("scope", scope))
-                if arg is not None
-            ]
+            given = [name for name, arg in (("headers", headers), ("raw", raw), ("scope", scope)) if arg is not None]
             raise ConfigurationError(
                 f'Cannot set both "{given[0]}" and "{given[1]}": pass at most one of '
                 f"'headers', 'raw' and 'scope' to {type(self).__name__}()."
@@ -738,17 +733,13 @@ class MutableHeaders(Headers):
 
     def __ior__(self, other: Mapping[str, str]) -> MutableHeaders:
         if not isinstance(other, Mapping):
-            raise TypeError(
-                f"Can only merge a mapping into {type(self).__name__}, got {type(other).__name__}."
-            )
+            raise TypeError(f"Can only merge a mapping into {type(self).__name__}, got {type(other).__name__}.")
         self.update(other)
         return self
 
     def __or__(self, other: Mapping[str, str]) -> MutableHeaders:
         if not isinstance(other, Mapping):
-            raise TypeError(
-                f"Can only merge a mapping with {type(self).__name__}, got {type(other).__name__}."
-            )
+            raise TypeError(f"Can only merge a mapping with {type(self).__name__}, got {type(other).__name__}.")
         merged = self.mutablecopy()
         merged.update(other)
         return merged

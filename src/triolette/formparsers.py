@@ -275,9 +275,7 @@ class MultiPartParser:
         max_part_size: int = 1024 * 1024,
     ) -> None:
         if not _HAVE_MULTIPART:  # pragma: no cover - only without the 'forms' extra
-            raise RuntimeError(
-                "Parsing multipart forms needs python-multipart: pip install 'triolette[forms]'."
-            )
+            raise RuntimeError("Parsing multipart forms needs python-multipart: pip install 'triolette[forms]'.")
         self.headers = headers
         self.stream = stream
         self.max_files = max_files

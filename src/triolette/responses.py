@@ -564,4 +564,3 @@ class _open_file:
     async def __aexit__(self, *exc_info: object) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(10):
             await self.file.aclose()
-

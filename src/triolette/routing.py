@@ -769,6 +769,7 @@ def _sync_lifespan(lifespan: Callable[[Any], Any]) -> Callable[[Any], AbstractAs
 
 # -- the walk over mounted apps, for lifespans and the drain ---------------------------------
 
+
 def mounted_apps(router: Router, scope: Scope) -> list[ASGIApp]:
     """The apps mounted in ``router`` whose lifespan must run inside its own, in route order.
 

@@ -261,6 +261,7 @@ class _TestClientTransport(httpx.BaseTransport):
         except BaseException:
             portal_context.__exit__(None, None, None)
             raise
+
         def on_close(stream: _PortalStream) -> None:
             self._open.remove(stream)
             portal_context.__exit__(None, None, None)

@@ -544,7 +544,6 @@ async def test_a_raw_app_cut_off_at_the_end_of_the_drain_gets_503_not_500(monkey
     assert data.startswith(b"HTTP/1.1 503 ")
 
 
-
 @pytest.fixture(autouse=True)
 def _collect() -> Any:
     yield

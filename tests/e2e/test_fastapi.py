@@ -31,7 +31,7 @@ pytestmark = [
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-SHOP = '''
+SHOP = """
 import triolette.compat.starlette  # the alias: before anything imports fastapi or starlette
 
 import pathlib
@@ -98,7 +98,7 @@ async def echo(websocket: WebSocket) -> None:
             await websocket.send_text("echo " + await websocket.receive_text())
     except WebSocketDisconnect:
         (HERE / "websocket-closed").write_text("yes")
-'''
+"""
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-APP = '''
+APP = """
 import contextlib, os, pathlib, trio
 from triolette.applications import Triolette
 from triolette.responses import PlainTextResponse
@@ -54,7 +54,7 @@ async def hello(request):
     return PlainTextResponse("hello")
 
 app = Triolette(routes=[Route("/slow", slow), Route("/", hello)], lifespan=lifespan)
-'''
+"""
 
 
 class Server:

@@ -151,4 +151,3 @@ class ServerErrorMiddleware:
 
     def error_response(self, request: Request, exc: BaseException) -> Response:
         return PlainTextResponse("Internal Server Error", status_code=500)
-
