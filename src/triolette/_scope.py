@@ -97,6 +97,9 @@ _NOTHING: Final[Message] = {"type": "triolette.nothing"}  # what the watcher rea
 # ``_sending_since`` of a send under way while no watcher runs: nobody times it (yet)
 _UNTIMED: Final = -math.inf
 
+# What the watcher's read of receive() raises and does not keep for the app
+_NOT_KEPT_FOR_THE_APP = (trio.Cancelled, KeyboardInterrupt, SystemExit)
+
 LateErrorHandler = Callable[["RequestScope", BaseException], Awaitable[bool]]
 
 
@@ -142,6 +145,14 @@ class RequestSettings:
             raise ValueError("max_buffered_body must be a non-negative number of bytes, got None")
         self.max_buffered_body = buffered
         self.late_error_handler = late_error_handler
+
+
+def _same_leaves(exc: BaseException, group: BaseExceptionGroup[BaseException]) -> bool:
+    """Whether ``exc`` is a copy of ``group``: a group holding the very same exceptions."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return False
+    copied, original = exception_leaves(exc), exception_leaves(group)
+    return len(copied) == len(original) and all(a is b for a, b in zip(copied, original, strict=True))
 
 
 def get_request_scope(scope: Scope) -> RequestScope | None:
@@ -323,6 +334,7 @@ class RequestScope(WebSocketSide):
         send = self.asgi_send = self.send
         timeout = self.settings.timeout
         app_cancelled = False
+        app_group: BaseExceptionGroup[BaseException] | None = None
         try:
             try:
                 async with trio.open_nursery() as nursery:
@@ -340,6 +352,9 @@ class RequestScope(WebSocketSide):
                         raise
                     except INTERNAL_EXCEPTIONS:
                         pass
+                    except BaseExceptionGroup as group:
+                        app_group = group  # the nursery hands back a copy of it (see _fail)
+                        raise
                     if self.watcher is IDLE:
                         self.watcher = DONE  # never started: it never will
                     elif len(nursery.child_tasks) == int(self.watcher is RUNNING):  # no task left but the watcher
@@ -350,8 +365,9 @@ class RequestScope(WebSocketSide):
                     else:
                         self.stop_watching()
             except BaseExceptionGroup as group:
-                await self._fail(group)
+                await self._fail(group, app_group)
             finally:
+                app_group = None  # it refers to this frame through its traceback
                 self.body_cache = None
                 inbox = self.inbox
                 if inbox.buffer:
@@ -400,13 +416,24 @@ class RequestScope(WebSocketSide):
             except OSError:  # pragma: no cover - the server closed the connection meanwhile
                 return
 
-    async def _fail(self, group: BaseExceptionGroup[BaseException]) -> None:
-        """Re-raise a single failure as itself (invariant 5); answer it if nobody did."""
+    async def _fail(
+        self, group: BaseExceptionGroup[BaseException], app_group: BaseExceptionGroup[BaseException] | None = None
+    ) -> None:
+        """Re-raise a single failure as itself (invariant 5); answer it if nobody did.
+
+        ``app_group`` is an exception group the app itself raised. The nursery, whose scope
+        the failure cancelled, takes ``Cancelled`` out of what it collected with
+        ``split()``, and that rebuilds every group inside as a copy (a plain
+        ``ExceptionGroup`` for a subclass without ``derive``): when the copy holds the very
+        same exceptions, the app's own group is raised, with its class and identity.
+        """
         if group.subgroup(trio.Cancelled) is not None:
             raise group  # cancellation from outside travels on untouched
         if self.disconnected and all(isinstance(leaf, ClientDisconnect) for leaf in exception_leaves(group)):
             return  # a request task read the body the client cut short: the request is over
         exc: BaseException = group.exceptions[0] if len(group.exceptions) == 1 else group
+        if app_group is not None and exc is not app_group and _same_leaves(exc, app_group):
+            exc = app_group
         if isinstance(exc, INTERNAL_EXCEPTIONS):
             return
         handler = self.settings.late_error_handler
@@ -430,11 +457,18 @@ class RequestScope(WebSocketSide):
             cs.deadline = deadline
 
     async def run_background(self, background: Callable[[], Awaitable[None]]) -> None:
-        """Run a response's background work, shielded from disconnect and deadline.
+        """Run a response's background work, out of reach of the disconnect and the deadline.
 
-        Shutdown still reaches it: ``cancel()`` cancels the shielded scope too.
+        Once the response is complete a disconnect cancels nothing, and the deadline is
+        lifted here, so the work runs unshielded: a cancel scope around the ASGI call (a
+        server that shuts down, hypercorn's own worker among them) still cancels it, as on
+        Starlette. Only a request already cancelled (the client left mid-response, or the
+        deadline passed as the response completed) runs it shielded. Shutdown reaches it
+        either way: ``cancel()`` cancels the request and the shielded scope.
         """
-        with trio.CancelScope(shield=True) as cs:
+        request = self._request_nursery.cancel_scope
+        request.deadline = math.inf
+        with trio.CancelScope(shield=request.cancel_called) as cs:
             self._background_scope = cs
             try:
                 await background()
@@ -641,8 +675,11 @@ class RequestScope(WebSocketSide):
         self._reader = reader
         try:
             message = await self._server_receive()
-        except Exception as exc:
-            if reader is APP:
+        except BaseException as exc:
+            # The watcher reads on the app's behalf: what receive() raised is the app's, at its
+            # next read (an app that never reads never sees it, as on Starlette, where nothing
+            # would have called receive()). Cancellation and a request to stop travel on.
+            if reader is APP or isinstance(exc, _NOT_KEPT_FOR_THE_APP):
                 raise
             self.inbox.fail(exc)
             return _NOTHING
@@ -794,8 +831,9 @@ class RequestScope(WebSocketSide):
                 return
         elif kind == "http.response.start":
             self.outbox.start(message)
-            if self.inbox.declared_over and not self.inbox.complete:
-                # Starlette answers 413 to an over-long Content-Length even if the body was never read.
+            if self.inbox.declared_over:
+                # Starlette answers 413 to an over-long Content-Length even if the body was never
+                # read (or the watcher read it all, uncounted, for an app that never asked).
                 self.outbox.send({"type": "http.response.body"})
                 await self._server_send(_TOO_LARGE_START)
                 await self._server_send(_TOO_LARGE_BODY)

@@ -22,6 +22,12 @@ class _ResponseReplaced(Exception):
     """The app's response was replaced by a 413; unwinds the app without a second response."""
 
 
+# Starlette's private names for the two exceptions above, which FastAPI looks up (with
+# getattr) to tell the body limit's own errors from the app's in an exception group.
+_RequestBodyTooLarge = BodyTooLarge
+_RequestBodyLimitResponseSent = _ResponseReplaced
+
+
 class RequestBodyLimitMiddleware:
     """Answers 413 "Content Too Large" to requests whose body exceeds ``max_body_size`` bytes.
 
@@ -48,7 +54,14 @@ class RequestBodyLimitMiddleware:
             rs.enter_body_limit(self.max_body_size)
             if receive is rs.asgi_receive:  # nothing between: the scope's count is what the app receives
                 scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
-                await self.app(scope, receive, send)
+                try:
+                    await self.app(scope, receive, send)
+                except BodyTooLarge:
+                    # Read over the limit where no exception handler answers it (a middleware
+                    # inside this one read the body): the 413 is this middleware's to send.
+                    if rs.response_started:
+                        raise
+                    await _too_large(scope, receive, send)
                 return
         # A receive of a middleware's (or of a server, with no RequestScope): count what the app receives.
         await RequestBodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
