@@ -6,6 +6,11 @@ read of ``receive()`` raises, and background work that a cancel scope around the
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,3 +239,60 @@ async def test_a_background_task_outlives_the_request_deadline(autojump_clock: A
     answer = await call(Triolette(routes=[Route("/", endpoint)], timeout=1))
     assert answer.text == "ok"
     assert events == [5]
+
+
+# -- the same, through FastAPI itself ------------------------------------------------------------
+
+# FastAPI's tutorial for body limits: the app's limit is small, its uploads router's larger.
+# Run in a process of its own, since the starlette alias stays for the rest of a process.
+FASTAPI_LIMITS = """
+from triolette.compat import install_starlette_alias
+
+install_starlette_alias()
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.testclient import TestClient
+
+
+async def size(request: Request) -> dict:
+    return {"size": len(await request.body())}
+
+
+app = FastAPI(max_body_size=1000)
+uploads = APIRouter(prefix="/uploads", max_body_size=10_000)
+uploads.post("/")(size)
+app.include_router(uploads)
+app.post("/items")(size)
+client = TestClient(app)
+assert client.post("/uploads/", content=b"x" * 2000).json() == {"size": 2000}
+assert client.post("/uploads/", content=b"x" * 10_001).status_code == 413
+assert client.post("/items", content=b"x" * 2000).status_code == 413
+
+reading = FastAPI(max_body_size=5)
+reading.post("/")(size)
+
+
+@reading.middleware("http")
+async def read_first(request: Request, call_next):
+    await request.body()
+    return await call_next(request)
+
+
+response = TestClient(reading).post("/", content=iter([b"123", b"456"]))
+assert (response.status_code, response.text) == (413, "Content Too Large"), response
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastapi") is None, reason="FastAPI is a dev dependency")
+def test_a_fastapi_router_with_a_looser_limit_takes_uploads_over_the_apps_limit() -> None:
+    src = Path(__file__).resolve().parents[1] / "src"
+    result = subprocess.run(
+        [sys.executable, "-c", FASTAPI_LIMITS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(src)},
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "ok\n"), result.stderr

@@ -308,8 +308,8 @@ class RequestScope(WebSocketSide):
 
     def enter_body_limit(self, limit: int | None, *, stricter_only: bool = False) -> None:
         """Put a layer's body limit in force (the innermost applies; ``stricter_only`` for a
-        mounted app's). Raises ``BodyTooLarge`` (413) at once if what was read, or the
-        declared length, is over it."""
+        mounted app's). Raises ``BodyTooLarge`` (413) at once if what was read is over it; a
+        declared length over it is refused at the next read or the response start."""
         if not self.is_websocket:
             self.inbox.enter(limit, stricter_only=stricter_only)
 

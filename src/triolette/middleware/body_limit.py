@@ -49,8 +49,8 @@ class RequestBodyLimitMiddleware:
         rs = get_request_scope(scope)
         if rs is not None:
             # Inside a triolette app the RequestScope counts the body as it is read from the
-            # server and checks Content-Length first: this limit goes in force there (one
-            # stricter than what was read already answers 413 at once, before the app runs).
+            # server and checks Content-Length at the first read: this limit goes in force there
+            # (one stricter than what was read already answers 413 at once, before the app runs).
             rs.enter_body_limit(self.max_body_size)
             if receive is rs.asgi_receive:  # nothing between: the scope's count is what the app receives
                 scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
@@ -139,7 +139,8 @@ class RequestBodyLimitResponder:
         outer = scope.get(_RESPONDER_SCOPE_KEY)
         if isinstance(outer, RequestBodyLimitResponder):
             # An outer limit counts this body already; the inner limit replaces it there
-            # (BodyTooLarge at once if what was read, or the declared length, is over it).
+            # (BodyTooLarge at once if what was read is over it; the declared length is checked
+            # at the next read and at the response start).
             outer.limit.enter(max_body_size)
             await self.app(scope, receive, send)
             return
