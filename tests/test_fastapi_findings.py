@@ -226,6 +226,51 @@ async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(aut
     assert server.sent[1]["body"] == b"ok"
 
 
+async def test_a_background_task_outlives_a_disconnect_while_a_middleware_holds_the_last_message(
+    autojump_clock: Any,
+) -> None:
+    events: list[str] = []
+    gone = trio.Event()
+
+    async def work() -> None:
+        gone.set()
+        await trio.sleep(1)  # the watcher reads the disconnect meanwhile
+        events.append("finished")
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("ok", background=BackgroundTask(work))
+
+    def holds_the_last_message(app: Any) -> Any:
+        async def held(scope: Any, receive: Any, send: Any) -> None:
+            last: list[Message] = []
+
+            async def send_later(message: Message) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    last.append(message)
+                    return
+                await send(message)
+
+            await app(scope, receive, send_later)
+            for message in last:
+                await send(message)
+
+        return held
+
+    messages: list[Message] = [{"type": "http.request"}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop()
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    server = Server({"type": "http.request"})
+    app = Triolette(routes=[Route("/", endpoint)], middleware=[Middleware(holds_the_last_message)])
+    await app(http_scope(), receive, server.send)
+    assert events == ["finished"]
+    assert trio.current_time() == 1
+
+
 async def test_a_background_task_outlives_the_request_deadline(autojump_clock: Any) -> None:
     events: list[float] = []
 

@@ -626,7 +626,9 @@ class RequestScope(WebSocketSide):
         self._on_disconnect()
 
     def _on_disconnect(self) -> None:
-        if self.cancel_on_disconnect and not self.outbox.complete:
+        # Background work runs once its response is sent; if a middleware still holds the
+        # response's last message, the client leaving does not cancel that work either.
+        if self.cancel_on_disconnect and not self.outbox.complete and self._background_scope is None:
             if self.is_websocket and self._ws_handler_told():
                 return  # it gets WebSocketDisconnect and a bounded grace for its cleanup
             self._request_nursery.cancel_scope.cancel(reason="client disconnected")
