@@ -13,6 +13,7 @@ import trio.testing
 from tests.conftest import http_scope
 from triolette.concurrency import iterate_in_threadpool, run_in_threadpool, run_until_first_complete, thread_limiter
 from triolette.exceptions import TrioletteDeprecationWarning
+from triolette.types import Message
 
 
 async def test_run_in_threadpool_with_args_and_kwargs() -> None:
@@ -124,7 +125,7 @@ def _server() -> tuple[Any, Any, list[dict[str, Any]]]:
         await complete.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             complete.set()

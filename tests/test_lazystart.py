@@ -181,7 +181,8 @@ def test_the_relay_passes_send_throw_and_close_on_and_looks_once() -> None:
     owner = Owner(needed=True)
     relay = _lazystart._Relay(app(), owner)
     assert iter(relay) is relay
-    assert relay.__await__() is relay  # awaited directly: no generator between the caller and the relay
+    awaited: object = relay.__await__()
+    assert awaited is relay  # awaited directly: no generator between the caller and the relay
     assert next(relay) == "trap"
     assert relay.throw(KeyError("k")) == "after the throw"
     assert relay.send(None) == "trap"

@@ -21,6 +21,7 @@ from triolette.middleware.trustedhost import TrustedHostMiddleware
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route
+from triolette.types import Message
 
 
 @pytest.fixture
@@ -144,7 +145,7 @@ async def test_a_websocket_whose_handler_leaves_the_disconnect_unhandled_leaves_
             await trio.lowlevel.checkpoint()
             return next(incoming)
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
         scope = {**http_scope("/ws"), "type": "websocket", "subprotocols": []}

@@ -13,15 +13,16 @@ from tests.conftest import call, http_scope
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
 from triolette.middleware import Middleware
-from triolette.middleware.base import BaseHTTPMiddleware
+from triolette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route, Router
 from triolette.testclient import TestClient
+from triolette.types import Message
 
 
 class AddHeader(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: Any) -> Response:
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         response.headers["x-middleware"] = "yes"
         return response
@@ -43,7 +44,7 @@ def test_dispatch_sees_the_response_and_may_change_headers() -> None:
 def test_downstream_sees_the_body_that_dispatch_read() -> None:
     seen = []
 
-    async def reader(request: Request, call_next: Any) -> Response:
+    async def reader(request: Request, call_next: RequestResponseEndpoint) -> Response:
         seen.append(await request.body())
         return await call_next(request)
 
@@ -62,7 +63,7 @@ def test_an_exception_before_the_response_is_raised_from_call_next() -> None:
     async def boom(request: Request) -> Response:
         raise KeyError("downstream")
 
-    async def catcher(request: Request, call_next: Any) -> Response:
+    async def catcher(request: Request, call_next: RequestResponseEndpoint) -> Response:
         try:
             return await call_next(request)
         except KeyError as exc:
@@ -81,7 +82,7 @@ async def test_an_app_that_answers_nothing_is_an_error() -> None:
     async def silent(scope: Any, receive: Any, send: Any) -> None:
         return
 
-    async def passthrough(request: Request, call_next: Any) -> Response:
+    async def passthrough(request: Request, call_next: RequestResponseEndpoint) -> Response:
         return await call_next(request)
 
     app = BaseHTTPMiddleware(silent, dispatch=passthrough)
@@ -124,12 +125,12 @@ async def test_disconnect_mid_stream_cancels_middleware_and_endpoint(autojump_cl
 
         return StreamingResponse(numbers())
 
-    async def watching(request: Request, call_next: Any) -> Response:
+    async def watching(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
 
         async def relay() -> AsyncIterator[bytes]:
             try:
-                async for chunk in response.body_iterator:
+                async for chunk in response.body_iterator:  # type: ignore[attr-defined]  # a streaming Response, typed as Starlette's
                     yield chunk
             except trio.Cancelled:
                 cancelled.append("middleware")
@@ -146,7 +147,7 @@ async def test_disconnect_mid_stream_cancels_middleware_and_endpoint(autojump_cl
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
             sent.append(message["body"])
             if len(sent) == 3:
@@ -189,7 +190,7 @@ async def test_a_discarded_downstream_response_stops_its_app(autojump_clock: tri
 
         return StreamingResponse(numbers())
 
-    async def replace(request: Request, call_next: Any) -> Response:
+    async def replace(request: Request, call_next: RequestResponseEndpoint) -> Response:
         await call_next(request)
         return PlainTextResponse("replaced")
 
@@ -250,7 +251,7 @@ async def run_raw(app: Any, extensions: dict[str, Any], sent: list[Any] | None =
         await trio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     with trio.fail_after(10):
@@ -258,7 +259,7 @@ async def run_raw(app: Any, extensions: dict[str, Any], sent: list[Any] | None =
     return sent
 
 
-async def passthrough(request: Request, call_next: Any) -> Response:
+async def passthrough(request: Request, call_next: RequestResponseEndpoint) -> Response:
     return await call_next(request)
 
 
@@ -267,7 +268,7 @@ async def test_base_middleware_forwards_early_hints_at_once_dispatch_hint_first(
         await request.send_early_hints("</app.css>; rel=preload")
         return PlainTextResponse("ok")
 
-    async def hinting(request: Request, call_next: Any) -> Response:
+    async def hinting(request: Request, call_next: RequestResponseEndpoint) -> Response:
         await request.send_early_hints("</mw.css>; rel=preload")
         return await call_next(request)
 
@@ -366,9 +367,9 @@ async def test_base_middleware_downstream_background_starts_after_the_whole_resp
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse("ok", background=BackgroundTask(work))
 
-    async def slow_tail(request: Request, call_next: Any) -> Response:
+    async def slow_tail(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
-        inner = response.body_iterator
+        inner = response.body_iterator  # type: ignore[attr-defined]  # a streaming Response, typed as Starlette's
 
         async def body() -> AsyncIterator[bytes]:
             async for chunk in inner:
@@ -376,7 +377,7 @@ async def test_base_middleware_downstream_background_starts_after_the_whole_resp
             await trio.testing.wait_all_tasks_blocked()  # the downstream had every chance to go on
             events.append("middleware body done")
 
-        response.body_iterator = body()  # type: ignore[attr-defined]
+        response.body_iterator = body()  # type: ignore[attr-defined]  # a streaming Response, typed as Starlette's
         return response
 
     app = Triolette(routes=[Route("/", endpoint)], middleware=[Middleware(BaseHTTPMiddleware, dispatch=slow_tail)])
@@ -397,7 +398,7 @@ def test_base_middleware_runs_a_background_task_set_on_the_call_next_response() 
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse("ok", background=BackgroundTask(events.append, "endpoint"))
 
-    async def with_background(request: Request, call_next: Any) -> Response:
+    async def with_background(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         response.background = BackgroundTask(events.append, "middleware")
         return response
