@@ -68,7 +68,9 @@ def _gc_callback(phase: str, info: dict[str, Any]) -> None:
 
 def _count_tasks() -> int:
     count = 0
-    pending = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # called inside trio.run
+    pending = [root]
     while pending:
         task = pending.pop()
         count += 1

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+import hypercorn.protocol
 import hypercorn.protocol.h2
 import pytest
 import trio
@@ -34,7 +35,7 @@ def test_a_changed_protocol_wrapper_signature_is_named(monkeypatch: pytest.Monke
     def changed(self: Any, app: Any, config: Any) -> None:  # pragma: no cover - never called
         pass
 
-    monkeypatch.setattr(_driver.ProtocolWrapper, "__init__", changed)
+    monkeypatch.setattr(hypercorn.protocol.ProtocolWrapper, "__init__", changed)
     [problem] = check_hypercorn()
     assert problem.startswith("hypercorn.protocol.ProtocolWrapper.__init__ takes ['app', 'config']")
 

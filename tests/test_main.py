@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from triolette.__main__ import build_parser, main
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "site_app.py").write_text(
         "import contextlib\n"
         "from triolette.applications import Triolette\n"
@@ -184,7 +185,8 @@ def test_a_plain_function_is_refused_at_startup_in_one_line(
 def test_an_app_whose_signature_cannot_be_read_is_let_through(project: Path) -> None:
     (project / "site_builtin.py").write_text("app = max\n")  # inspect.signature(max) raises ValueError
     try:
-        assert triolette._server.load_app("site_builtin:app") is max
+        loaded: object = triolette._server.load_app("site_builtin:app")
+        assert loaded is max
     finally:
         sys.modules.pop("site_builtin", None)
 

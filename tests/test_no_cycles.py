@@ -132,16 +132,16 @@ async def test_a_websocket_whose_handler_leaves_the_disconnect_unhandled_leaves_
     app = Triolette(routes=[WebSocketRoute("/ws", _echo_until_gone)])
 
     async def one() -> dict[str, Any]:
-        incoming = iter(
+        incoming: Iterator[Message] = iter(
             [
                 {"type": "websocket.connect"},
                 {"type": "websocket.receive", "text": "hi"},
                 {"type": "websocket.disconnect", "code": 1000},
             ]
         )
-        sent: list[dict[str, Any]] = []
+        sent: list[Message] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             await trio.lowlevel.checkpoint()
             return next(incoming)
 

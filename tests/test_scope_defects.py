@@ -7,6 +7,7 @@ Each test drives the app through hand-written ASGI servers (``FakeServer`` or a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from triolette.middleware.body_limit import RequestBodyLimitMiddleware
 from triolette.requests import Request
 from triolette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Mount, Route, Router, WebSocketRoute
-from triolette.types import Message
+from triolette.types import Message, Receive, Scope, Send
 from triolette.websockets import WebSocket
 
 # -- defect 1: a server that keeps answering is not buffered without bound ------------------
@@ -419,14 +420,14 @@ def test_invalid_max_body_size_is_refused_everywhere(where: str, value: Any) -> 
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse("")  # pragma: no cover
 
-    build = {
+    builders: dict[str, Callable[[], object]] = {
         "Route": lambda: Route("/", endpoint, max_body_size=value),
         "Mount": lambda: Mount("/m", routes=[], max_body_size=value),
         "Router": lambda: Router(routes=[], max_body_size=value),
         "Triolette": lambda: Triolette(max_body_size=value),
-    }[where]
+    }
     with pytest.raises(ValueError, match=r"max_body_size must be a non-negative number of bytes or None, got "):
-        build()
+        builders[where]()
 
 
 async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: Any) -> None:
@@ -454,7 +455,7 @@ async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojum
         ran.append("endpoint")  # pragma: no cover
         return PlainTextResponse("")  # pragma: no cover
 
-    async def peek(scope: Any, receive: Any, send: Any) -> None:
+    async def peek(scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()  # an outer layer reads the first chunk itself
         chunks = [message]
 
@@ -614,7 +615,7 @@ class QueueServer:
         self.put = 0  # body chunks the reader got into the queue
         self.sent: list[Message] = []
 
-    def scope(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    def scope(self, headers: list[tuple[bytes, bytes]]) -> Scope:
         scope = http_scope("POST", headers=headers)
         scope["extensions"] = {CONNECTION_EXTENSION: self.queue}
         return scope
@@ -649,6 +650,7 @@ held: list[Any] = []
 def _endpoint(log: list[Any], *, reads_late: bool = False) -> Any:
     async def endpoint(request: Request) -> Response:
         rs = get_request_scope(request.scope)
+        assert rs is not None
         held.append(rs)
         try:
             await trio.sleep(10 if reads_late else math.inf)
@@ -704,6 +706,7 @@ async def test_defect_14_the_watcher_reads_on_to_the_disconnect_when_the_connect
 
     async def polls(request: Request) -> Response:
         rs = get_request_scope(request.scope)
+        assert rs is not None
         held.append(rs)
         with trio.CancelScope(shield=True):
             await trio.sleep(1)  # the client leaves meanwhile

@@ -35,10 +35,10 @@ def checkout(tmp_path: Path) -> Path:
             tool.write_text(RECORDER.format(name=name))
             tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     # PATH is that bin folder alone: the few tools the scripts use, and no chromedriver.
-    for tool in ("bash", "dirname", "id", "cat", "cksum"):
-        found = shutil.which(tool)
-        assert found is not None, f"{tool} is not installed"
-        (tmp_path / "bin" / tool).symlink_to(found)
+    for program in ("bash", "dirname", "id", "cat", "cksum"):
+        found = shutil.which(program)
+        assert found is not None, f"{program} is not installed"
+        (tmp_path / "bin" / program).symlink_to(found)
     return project
 
 

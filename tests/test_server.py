@@ -12,7 +12,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from triolette._server import (
     AppImportError,
     ServerOptions,
     StartupFailed,
+    _Supervisor,
     bound_unread_sends,
     load_app,
     serve,
@@ -99,14 +100,14 @@ def test_importing_triolette_does_not_import_hypercorn() -> None:
     assert result.stdout.strip() == "triolette._server"
     assert triolette.serve is serve
     with pytest.raises(AttributeError, match=r"module 'triolette' has no attribute 'nothing'"):
-        _ = triolette.nothing  # type: ignore[attr-defined]
+        _ = triolette.nothing
 
 
 # -- loading the app ----------------------------------------------------------------------------
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "shop.py").write_text(
         "from triolette.applications import Triolette\napp = Triolette()\nclass holder:\n    app = app\nnumber = 3\n"
     )
@@ -412,16 +413,14 @@ class StandInContext:
 
 
 @pytest.fixture
-def supervisor() -> Any:
-    from triolette._server import _Supervisor
-
+def supervisor(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Supervisor]:
     made = _Supervisor("app:app", ServerOptions(port=0), workers=1, reload=False)
 
     async def wait_exit(process: StandInProcess) -> None:  # in this thread: virtual time stays exact
         await trio.lowlevel.checkpoint()
         process.join()
 
-    made.wait_exit = wait_exit
+    monkeypatch.setattr(made, "wait_exit", wait_exit)
     yield made
     made.close_sockets()
 

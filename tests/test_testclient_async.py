@@ -730,7 +730,7 @@ async def test_nothing_the_client_starts_outlives_it(autojump_clock: trio.abc.Cl
             await websocket.send_text(text)
 
     app = events_app(log)
-    app.router.lifespan_context = lifespan  # type: ignore[assignment]  # swap in a lifespan for this test
+    app.router.lifespan_context = lifespan  # swap in a lifespan for this test
     app.add_websocket_route("/ws", echo)
 
     before = all_tasks()

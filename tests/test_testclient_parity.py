@@ -61,18 +61,18 @@ def asgi2_function(scope: Scope) -> ASGIInstance:
 
 
 def test_asgi2_apps_work_in_the_test_client_http_and_websocket() -> None:
-    client = TestClient(ASGI2Echo)
+    client = TestClient(ASGI2Echo)  # type: ignore[arg-type]  # ASGI 2: run as ASGI 3; typed ASGIApp, as Starlette's
     response = client.get("/path")
     assert (response.status_code, response.text) == (200, "asgi2 /path")
     with client.websocket_connect("/ws") as websocket:
         websocket.send_text("hi")
         assert websocket.receive_text() == "asgi2: hi"
-    response = TestClient(asgi2_function).get("/")  # type: ignore[arg-type]
+    response = TestClient(asgi2_function).get("/")  # type: ignore[arg-type]  # ASGI 2, as above
     assert (response.status_code, response.text) == (201, "function")
 
 
 async def test_asgi2_apps_work_in_the_async_test_client_http_and_websocket() -> None:
-    async with AsyncTestClient(ASGI2Echo) as client:
+    async with AsyncTestClient(ASGI2Echo) as client:  # type: ignore[arg-type]  # ASGI 2, as above
         response = await client.get("/async")
         assert (response.status_code, response.text) == (200, "asgi2 /async")
         async with client.websocket_connect("/ws") as websocket:

@@ -52,7 +52,7 @@ def test_an_endless_stream_read_for_three_events_then_closed(in_with_block: bool
     try:
         with client.stream("GET", "/events") as response:
             assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-            events = []
+            events: list[bytes] = []
             for chunk in response.iter_bytes():
                 # The app is at most one event ahead of the test: it waits for the test to read.
                 assert len(produced) <= len(events) + 2

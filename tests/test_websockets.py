@@ -897,7 +897,7 @@ def test_all_is_sorted() -> None:
 
 # -- the order of messages: the Outbox tables, with and without a RequestScope ---------------------
 
-DENIAL_EXTENSION = {"websocket.http.response": {}}
+DENIAL_EXTENSION: dict[str, dict[str, Any]] = {"websocket.http.response": {}}
 ACCEPT: Message = {"type": "websocket.accept", "subprotocol": None, "headers": []}
 CLOSE: Message = {"type": "websocket.close", "code": 1000, "reason": ""}
 DENIAL_START: Message = {"type": "websocket.http.response.start", "status": 403, "headers": []}
@@ -1076,7 +1076,7 @@ async def test_websocket_receive_after_the_disconnect_asks_the_server_nothing(se
         ):
             await websocket.receive()
 
-    client = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+    client: list[Message] = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
     await run_setup(setup, handler, client)
     assert outcome == ["websocket.disconnect", WebSocketState.DISCONNECTED]
     if setup == "no request scope":

@@ -429,7 +429,8 @@ def create_app(
     async def lifespan(app: Triolette) -> AsyncIterator[dict[str, Any]]:
         store = await app.nursery.start(store_service, database)
         async with Broadcast(broadcast or broadcast_url(), app=app) as channels:
-            app.state.jobs = jobs = {}  # kept on the app too, so a test can look after shutdown
+            jobs: dict[int, ExportJob] = {}
+            app.state.jobs = jobs  # kept on the app too, so a test can look after shutdown
             yield {"store": store, "broadcast": channels, "jobs": jobs, "presence": {}}
 
     app = Triolette(
