@@ -479,7 +479,7 @@ def test_a_request_outside_trio_fails_with_the_fix() -> None:
 
 
 def test_outside_any_event_loop_says_so() -> None:
-    coroutine = Triolette()(http_scope(), None, None)  # type: ignore[arg-type]
+    coroutine = Triolette()(http_scope(), None, None)  # type: ignore[arg-type]  # never called
     with pytest.raises(RuntimeError, match=r"called from outside any event loop"):
         coroutine.send(None)
 
@@ -494,4 +494,4 @@ def test_hypercorns_asyncio_worker_stops_with_the_message() -> None:
     config.accesslog = None
     config.errorlog = None
     with pytest.raises(LifespanFailureError, match=r"triolette runs under trio only.*--worker-class trio"):
-        asyncio.run(serve(Triolette(), config, mode="asgi"))  # type: ignore[arg-type]
+        asyncio.run(serve(Triolette(), config, mode="asgi"))  # type: ignore[arg-type]  # hypercorn types an app with its own scope TypedDicts

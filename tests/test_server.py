@@ -119,7 +119,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_load_app_finds_the_attribute(project: Path) -> None:
-    import shop  # type: ignore[import-not-found]
+    import shop  # type: ignore[import-not-found]  # written by the project fixture
 
     assert load_app("shop:app") is shop.app
     assert load_app("shop:holder.app") is shop.app
@@ -293,7 +293,7 @@ def test_serve_runs_until_the_signal(project: Path) -> None:
     )
     try:
         serve("selfstop:app", port=0, log_level="warning")
-        import selfstop  # type: ignore[import-not-found]
+        import selfstop  # type: ignore[import-not-found]  # written by this test
 
         assert selfstop.events == ["startup", "shutdown"]
     finally:

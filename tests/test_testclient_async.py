@@ -295,7 +295,7 @@ async def test_closing_a_stream_waits_for_a_handler_that_is_not_cancelled(autoju
 
     app = Triolette(routes=[Route("/report", report, cancel_on_disconnect=False)])
     async with AsyncTestClient(app) as client:
-        async with client.stream("GET", "/report") as response, aclosing(response.aiter_bytes()) as chunks:
+        async with client.stream("GET", "/report") as response, aclosing(response.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"header\n"
         assert log == ["closed at 5"]
         assert trio.current_time() == 5
@@ -314,7 +314,7 @@ async def test_request_is_disconnected_after_the_client_left(autojump_clock: tri
         return StreamingResponse(ticks())
 
     async with AsyncTestClient(Triolette(routes=[Route("/", poll)])) as client:
-        async with client.stream("GET", "/") as response, aclosing(response.aiter_bytes()) as chunks:
+        async with client.stream("GET", "/") as response, aclosing(response.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"tick"
         assert seen == [True]
 
@@ -737,14 +737,14 @@ async def test_nothing_the_client_starts_outlives_it(autojump_clock: trio.abc.Cl
     async with AsyncTestClient(app) as client:
         during = all_tasks()
         assert len(during) > len(before)  # the lifespan, with its service in app.nursery
-        async with client.stream("GET", "/events") as response, aclosing(response.aiter_bytes()) as chunks:
+        async with client.stream("GET", "/events") as response, aclosing(response.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             await anext(chunks)
         async with client.websocket_connect("/ws") as ws:
             await ws.send_text("x")
             assert await ws.receive_text() == "x"
         # a stream the test forgot to close: the client closes it on the way out
         left_open = await client.send(client.build_request("GET", "/events"), stream=True)
-        async with aclosing(left_open.aiter_bytes()) as chunks:
+        async with aclosing(left_open.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"data: 0\n\n"
         assert all_tasks() - during  # the forgotten stream's app is running
     assert all_tasks() == before
@@ -780,7 +780,7 @@ async def test_template_responses_show_their_template_and_context() -> None:
         await send({"type": "http.response.body", "body": b"page"})
 
     response = await AsyncTestClient(app).get("/")
-    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]
+    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
 
 
 # -- protocol edges ---------------------------------------------------------------------------
@@ -874,11 +874,11 @@ async def test_response_iterators_can_be_closed_halfway() -> None:
 
     async with AsyncTestClient(Triolette(routes=[Route("/", home)])) as client:
         response = await client.get("/")
-        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:
+        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert [chunk async for chunk in chunks] == [b"ab", b"cd", b"ef"]
-        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:
+        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"ab"
-        async with client.stream("GET", "/") as streamed, aclosing(streamed.aiter_lines()) as lines:
+        async with client.stream("GET", "/") as streamed, aclosing(streamed.aiter_lines()) as lines:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert [line async for line in lines] == ["abcdef"]
 
 

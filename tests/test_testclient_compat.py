@@ -114,7 +114,7 @@ def test_testclient_backend_is_in_starlettes_position() -> None:
 
 def test_testclient_backend_asyncio_is_refused() -> None:
     with pytest.raises(ValueError, match=r"triolette runs on trio only, so TestClient\(backend='asyncio'\) cannot"):
-        TestClient(hello_app(), backend="asyncio")  # type: ignore[arg-type]
+        TestClient(hello_app(), backend="asyncio")  # type: ignore[arg-type]  # the refused backend is the point
 
 
 def test_testclient_backend_options_trio_run_does_not_take_are_refused() -> None:

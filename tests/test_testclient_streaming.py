@@ -118,4 +118,4 @@ def test_template_responses_show_their_template_and_context() -> None:
         await send({"type": "http.response.body", "body": b"page"})
 
     response = TestClient(app).get("/")
-    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]
+    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's

@@ -312,10 +312,10 @@ async def start_export(request: Request) -> Response:
 
 def _job(request: Request) -> ExportJob:
     require_user(request)
-    job = request.state.jobs.get(request.path_params["job_id"])
+    job: ExportJob | None = request.state.jobs.get(request.path_params["job_id"])
     if job is None:
         raise HTTPException(404, "No such export.")
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 async def export_progress(request: Request) -> Response:

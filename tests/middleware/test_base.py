@@ -208,7 +208,7 @@ async def test_websocket_and_lifespan_pass_straight_through() -> None:
         seen.append(scope["type"])
 
     middleware = AddHeader(inner)
-    await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]  # never called
     assert seen == ["lifespan"]
 
 
@@ -309,8 +309,8 @@ def test_base_middleware_keeps_template_and_context_for_the_test_client(tmp_path
     response = TestClient(app).get("/")
     assert response.text == "Hello you"
     assert response.headers["x-middleware"] == "yes"
-    assert response.template.name == "page.html"  # type: ignore[attr-defined]
-    assert response.context["name"] == "you"  # type: ignore[attr-defined]
+    assert response.template.name == "page.html"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
+    assert response.context["name"] == "you"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
 
 
 async def test_base_middleware_forwards_pathsend_as_the_last_message(tmp_path: Any) -> None:

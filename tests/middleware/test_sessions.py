@@ -256,7 +256,7 @@ async def test_a_session_object_that_only_reports_changes() -> None:
 
 def test_same_site_is_checked() -> None:
     with pytest.raises(ValueError, match=r"same_site must be 'lax', 'strict' or 'none', got 'Lax'"):
-        SessionMiddleware(view, "k", same_site="Lax")  # type: ignore[arg-type]
+        SessionMiddleware(view, "k", same_site="Lax")  # type: ignore[arg-type]  # the wrong case is the point
 
 
 def test_session_tracks_reads_and_changes() -> None:
