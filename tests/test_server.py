@@ -38,6 +38,7 @@ from triolette.applications import Triolette
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route
+from triolette.types import Receive, Scope, Send
 
 # -- options ------------------------------------------------------------------------------------
 
@@ -272,6 +273,30 @@ async def test_a_failed_startup_raises_with_the_message() -> None:
     with trio.fail_after(10), pytest.raises(StartupFailed, match=r"^RuntimeError: database unreachable$") as info:
         await serve_in_trio(Triolette(lifespan=lifespan), ServerOptions(port=0, log_level="critical"))
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def raw_app_leaving_the_lifespan(after: int) -> Any:
+    """A plain ASGI app that returns from the lifespan scope after ``after`` messages, unanswered."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            for _ in range(after):
+                await receive()
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"served"})
+
+    return app
+
+
+@pytest.mark.parametrize("after", [0, 1], ids=["at-once", "after-startup"])
+async def test_a_raw_app_that_returns_from_the_lifespan_scope_is_served_without_lifespan(after: int) -> None:
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with serving(raw_app_leaving_the_lifespan(after), stop) as (url, _), httpx.AsyncClient() as client:
+            answer = await client.get(f"{url}/")
+            stop.set()
+    assert (answer.status_code, answer.text) == (200, "served")
 
 
 def test_serve_runs_until_the_signal(project: Path) -> None:
