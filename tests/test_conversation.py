@@ -106,7 +106,7 @@ def test_entering_a_stricter_limit_rechecks_bytes_already_read() -> None:
 
 def test_entering_a_limit_rechecks_the_declared_length() -> None:
     limit = BodyLimit(100, 50)
-    declared_over = [limit.declared_over]  # read into a list: mypy would keep the first answer for the attribute
+    declared_over = [limit.declared_over]  # not asserted one by one: mypy would narrow the attribute for good
     with pytest.raises(BodyTooLarge):
         limit.enter(10)
     declared_over.append(limit.declared_over)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -323,7 +324,7 @@ class StallingServer(FakeServer):
         self.sent.append(message)
 
 
-def _big_file(tmp_path: Any) -> Any:
+def _big_file(tmp_path: Path) -> Path:
     path = tmp_path / "big.bin"
     path.write_bytes(b"x" * (FileResponse.chunk_size * 4))
     return path
@@ -333,7 +334,7 @@ def _big_file(tmp_path: Any) -> Any:
 # (the autojump clock would jump while the thread works).
 
 
-async def test_file_response_on_its_own_stops_when_the_client_disconnects(tmp_path: Any) -> None:
+async def test_file_response_on_its_own_stops_when_the_client_disconnects(tmp_path: Path) -> None:
     server = StallingServer()
     server.request()
     with trio.fail_after(10):
@@ -345,7 +346,7 @@ async def test_file_response_on_its_own_stops_when_the_client_disconnects(tmp_pa
     assert not server.response_complete
 
 
-async def test_file_response_background_runs_after_a_disconnect_midway(tmp_path: Any) -> None:
+async def test_file_response_background_runs_after_a_disconnect_midway(tmp_path: Path) -> None:
     ran: list[str] = []
 
     async def background() -> None:

@@ -310,7 +310,7 @@ async def test_check_config_runs_once(statics: Path) -> None:
     assert await serve(app, "/example.txt") == 200
     assert (before, app.config_checked) == (False, True)
     await app.check_config()
-    assert await StaticFiles(packages=None, check_dir=False).check_config() is None  # type: ignore[func-returns-value]  # on purpose
+    assert await StaticFiles(packages=None, check_dir=False).check_config() is None  # type: ignore[func-returns-value]  # the None is the point
 
 
 async def test_websocket_is_closed(statics: Path) -> None:

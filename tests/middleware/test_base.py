@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -296,7 +297,7 @@ async def test_base_middleware_passes_debug_info_on_before_the_start() -> None:
     assert sent[0]["info"] == {"template": "t.html", "context": {"a": 1}}
 
 
-def test_base_middleware_keeps_template_and_context_for_the_test_client(tmp_path: Any) -> None:
+def test_base_middleware_keeps_template_and_context_for_the_test_client(tmp_path: Path) -> None:
     from triolette.templating import Jinja2Templates
 
     (tmp_path / "page.html").write_text("Hello {{ name }}")
@@ -313,7 +314,7 @@ def test_base_middleware_keeps_template_and_context_for_the_test_client(tmp_path
     assert response.context["name"] == "you"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
 
 
-async def test_base_middleware_forwards_pathsend_as_the_last_message(tmp_path: Any) -> None:
+async def test_base_middleware_forwards_pathsend_as_the_last_message(tmp_path: Path) -> None:
     from triolette.responses import FileResponse
 
     path = tmp_path / "file.txt"
