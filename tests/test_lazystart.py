@@ -75,7 +75,7 @@ async def test_a_request_answered_at_once_starts_no_watcher() -> None:
 
 
 async def test_without_the_probe_the_watcher_starts_eagerly_and_still_works(
-    monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
 ) -> None:
     monkeypatch.setattr(_lazystart, "SCHEDULE_POINT", None)
     WATCHER_STATES.clear()

@@ -75,7 +75,7 @@ async def _slow(request: Request) -> Response:
 
 
 @pytest.mark.usefixtures("collector_off")
-async def test_a_cancelled_request_leaves_no_cyclic_garbage(autojump_clock: Any) -> None:
+async def test_a_cancelled_request_leaves_no_cyclic_garbage(autojump_clock: trio.abc.Clock) -> None:
     """A request cancelled by its deadline (answered 503) is freed by reference counting
     like any other: _drive's frame must not keep trio's Error outcome (whose Cancelled's
     traceback holds that same frame)."""
@@ -98,7 +98,7 @@ async def _endless(request: Request) -> Response:
 
 
 @pytest.mark.usefixtures("collector_off")
-async def test_a_request_cancelled_by_a_disconnect_leaves_no_cyclic_garbage(autojump_clock: Any) -> None:
+async def test_a_request_cancelled_by_a_disconnect_leaves_no_cyclic_garbage(autojump_clock: trio.abc.Clock) -> None:
     app = Triolette(routes=[Route("/", _endless)])
 
     async def one() -> None:

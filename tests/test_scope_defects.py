@@ -91,7 +91,9 @@ async def test_watcher_buffer_is_capped_by_message_count() -> None:
 # -- defect 2: an exception from receive() in the watcher reaches the app, or nobody --------
 
 
-async def test_body_limit_middleware_answers_413_to_an_endpoint_that_never_reads(autojump_clock: Any) -> None:
+async def test_body_limit_middleware_answers_413_to_an_endpoint_that_never_reads(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async def endpoint(request: Request) -> Response:
         await trio.sleep(1)  # the watcher reads the (too long) body meanwhile
         return PlainTextResponse("never read")
@@ -106,7 +108,7 @@ async def test_body_limit_middleware_answers_413_to_an_endpoint_that_never_reads
     assert (b"content-type", b"text/plain; charset=utf-8") in start["headers"]
 
 
-async def test_receive_error_in_the_watcher_reaches_the_app_on_its_next_read(autojump_clock: Any) -> None:
+async def test_receive_error_in_the_watcher_reaches_the_app_on_its_next_read(autojump_clock: trio.abc.Clock) -> None:
     calls = 0
 
     async def receive() -> Message:
@@ -138,7 +140,7 @@ async def test_receive_error_in_the_watcher_reaches_the_app_on_its_next_read(aut
     assert sent[0]["status"] == 200
 
 
-async def test_receive_error_in_the_watcher_is_dropped_when_the_app_never_reads(autojump_clock: Any) -> None:
+async def test_receive_error_in_the_watcher_is_dropped_when_the_app_never_reads(autojump_clock: trio.abc.Clock) -> None:
     async def receive() -> Message:
         raise OSError("connection reset")
 
@@ -160,7 +162,7 @@ async def test_receive_error_in_the_watcher_is_dropped_when_the_app_never_reads(
 # -- defect 3: a single failing child that is an ExceptionGroup is raised as itself ---------
 
 
-async def test_single_failing_child_exception_group_is_raised_as_itself(autojump_clock: Any) -> None:
+async def test_single_failing_child_exception_group_is_raised_as_itself(autojump_clock: trio.abc.Clock) -> None:
     async def fails() -> None:
         await trio.sleep(1)
         raise ExceptionGroup("the child's own group", [ValueError("a"), KeyError("b")])
@@ -197,7 +199,7 @@ async def test_lifespan_raising_an_exception_group_raises_the_group() -> None:
 # -- defect 5: body_timeout also holds for a body without Content-Length ----------------------
 
 
-async def test_body_timeout_holds_for_a_body_without_content_length(autojump_clock: Any) -> None:
+async def test_body_timeout_holds_for_a_body_without_content_length(autojump_clock: trio.abc.Clock) -> None:
     async def late_reader(request: Request) -> Response:
         await trio.sleep(1)  # the watcher starts meanwhile, and reads for the app
         return await read_body(request)
@@ -213,7 +215,7 @@ async def test_body_timeout_holds_for_a_body_without_content_length(autojump_clo
 # -- defect 6: the buffered byte count never goes negative ------------------------------------
 
 
-async def test_buffered_byte_count_is_never_negative(autojump_clock: Any) -> None:
+async def test_buffered_byte_count_is_never_negative(autojump_clock: trio.abc.Clock) -> None:
     counts: list[int] = []
 
     async def endpoint(request: Request) -> Response:
@@ -234,7 +236,7 @@ async def test_buffered_byte_count_is_never_negative(autojump_clock: Any) -> Non
 # -- defect 7: a mounted Triolette app's settings apply ---------------------------------------
 
 
-async def test_mounted_app_timeout_applies(autojump_clock: Any) -> None:
+async def test_mounted_app_timeout_applies(autojump_clock: trio.abc.Clock) -> None:
     async def slow(request: Request) -> Response:
         await trio.sleep(10)
         return PlainTextResponse("late")  # pragma: no cover
@@ -248,7 +250,7 @@ async def test_mounted_app_timeout_applies(autojump_clock: Any) -> None:
     assert trio.current_time() == 2
 
 
-async def test_mounted_app_stricter_body_limit_applies(autojump_clock: Any) -> None:
+async def test_mounted_app_stricter_body_limit_applies(autojump_clock: trio.abc.Clock) -> None:
     inner = Triolette(routes=[Route("/", read_body, methods=["POST"])], max_body_size=3)
     outer = Triolette(routes=[Mount("/inner", inner)])
     server = FakeServer()
@@ -257,7 +259,7 @@ async def test_mounted_app_stricter_body_limit_applies(autojump_clock: Any) -> N
     assert server.status == 413
 
 
-async def test_mounted_app_cannot_loosen_the_outer_body_limit(autojump_clock: Any) -> None:
+async def test_mounted_app_cannot_loosen_the_outer_body_limit(autojump_clock: trio.abc.Clock) -> None:
     inner = Triolette(routes=[Route("/", read_body, methods=["POST"])])  # default 16 MiB
     outer = Triolette(routes=[Mount("/inner", inner)], max_body_size=3)
     server = FakeServer()
@@ -266,7 +268,7 @@ async def test_mounted_app_cannot_loosen_the_outer_body_limit(autojump_clock: An
     assert server.status == 413
 
 
-async def test_mounted_app_cancel_on_disconnect_false_applies(autojump_clock: Any) -> None:
+async def test_mounted_app_cancel_on_disconnect_false_applies(autojump_clock: trio.abc.Clock) -> None:
     finished: list[float] = []
 
     async def endpoint(request: Request) -> Response:
@@ -285,7 +287,7 @@ async def test_mounted_app_cancel_on_disconnect_false_applies(autojump_clock: An
     assert finished == [5]
 
 
-async def test_mounted_app_counts_its_requests_in_flight_and_drain_waits(autojump_clock: Any) -> None:
+async def test_mounted_app_counts_its_requests_in_flight_and_drain_waits(autojump_clock: trio.abc.Clock) -> None:
     counts: list[int] = []
 
     async def endpoint(request: Request) -> Response:
@@ -367,7 +369,7 @@ async def test_file_response_background_runs_after_a_disconnect_midway(tmp_path:
     assert not server.response_complete
 
 
-async def test_streaming_response_background_runs_after_a_disconnect_midway(autojump_clock: Any) -> None:
+async def test_streaming_response_background_runs_after_a_disconnect_midway(autojump_clock: trio.abc.Clock) -> None:
     ran: list[float] = []
 
     async def background() -> None:
@@ -431,7 +433,7 @@ def test_invalid_max_body_size_is_refused_everywhere(where: str, value: Any) -> 
         builders[where]()
 
 
-async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: Any) -> None:
+async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: trio.abc.Clock) -> None:
     app = Triolette(routes=[Route("/", read_body, methods=["POST"])], max_body_size=None)
     assert app.max_body_size == 16 * 1024 * 1024  # not set on the app: the default limit
     server = FakeServer()
@@ -449,7 +451,7 @@ async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: Any) 
 # -- a stricter limit entered late re-checks what was read ----------------------------------
 
 
-async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojump_clock: Any) -> None:
+async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojump_clock: trio.abc.Clock) -> None:
     ran: list[str] = []
 
     async def endpoint(request: Request) -> Response:
@@ -483,7 +485,7 @@ class WrapBoth:
         self.app = app
         self.seen: list[str] = []
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def wrapped_receive() -> Message:
             message: Message = await receive()
             self.seen.append(message["type"])
@@ -496,7 +498,7 @@ class WrapBoth:
         await self.app(scope, wrapped_receive, wrapped_send)
 
 
-async def test_owns_tells_the_scopes_own_receive_and_send_from_wrapped_ones(autojump_clock: Any) -> None:
+async def test_owns_tells_the_scopes_own_receive_and_send_from_wrapped_ones(autojump_clock: trio.abc.Clock) -> None:
     answers: list[tuple[bool, bool]] = []
 
     async def endpoint(request: Request) -> Response:
@@ -513,7 +515,7 @@ async def test_owns_tells_the_scopes_own_receive_and_send_from_wrapped_ones(auto
     assert answers == [(True, True), (False, True)]
 
 
-async def test_body_and_limit_through_a_middleware_that_wraps_receive(autojump_clock: Any) -> None:
+async def test_body_and_limit_through_a_middleware_that_wraps_receive(autojump_clock: trio.abc.Clock) -> None:
     wrapper: list[WrapBoth] = []
 
     def wrap(app: Any) -> Any:
@@ -536,7 +538,7 @@ async def test_body_and_limit_through_a_middleware_that_wraps_receive(autojump_c
     assert (server.status, server.body) == (413, b"Content Too Large")
 
 
-async def test_streaming_through_a_middleware_that_wraps_send(autojump_clock: Any) -> None:
+async def test_streaming_through_a_middleware_that_wraps_send(autojump_clock: trio.abc.Clock) -> None:
     async def chunks() -> Any:
         for part in (b"a", b"b", b"c"):
             yield part
@@ -552,7 +554,9 @@ async def test_streaming_through_a_middleware_that_wraps_send(autojump_clock: An
     assert server.response_complete
 
 
-async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_error(autojump_clock: Any) -> None:
+async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_error(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async def chunks() -> Any:
         yield b"a"
         raise KeyError("midway")
@@ -577,7 +581,9 @@ async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_
 
 
 @pytest.mark.parametrize(("cap", "most"), [(None, 128 * 1024), (16 * 1024, 16 * 1024)])
-async def test_watcher_holds_a_small_capped_part_of_an_unread_body(autojump_clock: Any, cap: Any, most: int) -> None:
+async def test_watcher_holds_a_small_capped_part_of_an_unread_body(
+    autojump_clock: trio.abc.Clock, cap: Any, most: int
+) -> None:
     chunk = b"x" * 8192
     held: list[tuple[int, int]] = []
 
@@ -676,7 +682,7 @@ def _endpoint(log: list[Any], *, reads_late: bool = False) -> Any:
     ids=["length", "chunked"],
 )
 async def test_defect_14_disconnect_behind_unread_16_mib_body_cancels_handler(
-    autojump_clock: Any, headers: Any
+    autojump_clock: trio.abc.Clock, headers: Any
 ) -> None:
     log: list[Any] = []
     server = QueueServer()
@@ -688,7 +694,7 @@ async def test_defect_14_disconnect_behind_unread_16_mib_body_cancels_handler(
 
 
 async def test_defect_14_with_cancel_on_disconnect_false_the_app_reads_what_was_queued_then_the_disconnect(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     log: list[Any] = []
     server = QueueServer()
@@ -700,7 +706,7 @@ async def test_defect_14_with_cancel_on_disconnect_false_the_app_reads_what_was_
 
 
 async def test_defect_14_the_watcher_reads_on_to_the_disconnect_when_the_connection_closes(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     server = QueueServer()
     seen: list[Any] = []
@@ -726,7 +732,7 @@ async def test_defect_14_the_watcher_reads_on_to_the_disconnect_when_the_connect
 
 
 async def test_defect_14_a_connection_that_closed_before_the_watcher_filled_up_is_seen_when_it_does(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     queue = _AppQueue(20)
     for _ in range(12):  # 768 KiB the server took, then the client left (a write to it failed)
@@ -758,7 +764,7 @@ async def test_defect_14_a_connection_that_closed_before_the_watcher_filled_up_i
 
 
 async def test_defect_14_a_websocket_client_that_floods_then_leaves_ends_a_handler_blocked_elsewhere(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     # A handler that accepted, then waits on something else (a pub/sub feed) and never reads:
     # the client sends 200 messages of 64 KiB and leaves. The watcher holds at most 64

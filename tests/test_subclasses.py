@@ -39,7 +39,7 @@ from triolette.routing import (
     websocket_session,
 )
 from triolette.testclient import AsyncTestClient, TestClient
-from triolette.types import ASGIApp, Lifespan, Message
+from triolette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 from triolette.websockets import WebSocket
 
 
@@ -83,7 +83,7 @@ class Tagging:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["tagged"] = True
         await self.app(scope, receive, send)
 

@@ -25,7 +25,7 @@ from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from triolette.routing import Route, WebSocketRoute
 from triolette.testclient import AsyncTestClient, WebSocketDenialResponse
-from triolette.types import Message
+from triolette.types import Message, Receive, Scope, Send
 from triolette.websockets import WebSocket, WebSocketDisconnect
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ async def test_server_exceptions_are_raised_in_the_test() -> None:
 
 
 async def test_an_app_that_fails_before_answering() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             raise RuntimeError("no answer from me")
 
@@ -773,7 +773,7 @@ def test_the_module_exports() -> None:
 
 
 async def test_template_responses_show_their_template_and_context() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if "http.response.debug" in scope["extensions"]:
             await send({"type": "http.response.debug", "info": {"template": "index.html", "context": {"a": 1}}})
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -787,17 +787,17 @@ async def test_template_responses_show_their_template_and_context() -> None:
 
 
 async def test_websocket_sessions_report_what_the_app_got_wrong() -> None:
-    async def ends_without_closing(scope: Any, receive: Any, send: Any) -> None:
+    async def ends_without_closing(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.send", "text": "bye"})
 
-    async def garbled_denial(scope: Any, receive: Any, send: Any) -> None:
+    async def garbled_denial(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
         await send({"type": "websocket.send", "text": "?"})
 
-    async def sends_before_accepting(scope: Any, receive: Any, send: Any) -> None:
+    async def sends_before_accepting(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.send", "text": "?"})
 
@@ -830,18 +830,18 @@ async def test_websocket_sessions_report_what_the_app_got_wrong() -> None:
 
 
 async def test_lifespan_protocol_errors_are_explained() -> None:
-    async def silent(scope: Any, receive: Any, send: Any) -> None:
+    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
 
-    async def confused(scope: Any, receive: Any, send: Any) -> None:
+    async def confused(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "lifespan.shutdown.complete"})
 
-    async def refuses(scope: Any, receive: Any, send: Any) -> None:
+    async def refuses(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "lifespan.startup.failed", "message": "not today"})
 
-    async def fails_to_stop(scope: Any, receive: Any, send: Any) -> None:
+    async def fails_to_stop(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "lifespan.startup.complete"})
         await receive()
@@ -859,7 +859,7 @@ async def test_lifespan_protocol_errors_are_explained() -> None:
 
 
 async def test_an_app_that_sends_after_completing_is_an_error() -> None:
-    async def twice(scope: Any, receive: Any, send: Any) -> None:
+    async def twice(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"one"})
         await send({"type": "http.response.body", "body": b"two"})
@@ -904,7 +904,7 @@ async def test_a_client_closing_while_another_task_holds_a_stream() -> None:
 
 
 async def test_leaving_the_client_raises_what_a_forgotten_stream_raised() -> None:
-    async def broken(scope: Any, receive: Any, send: Any) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             for step in ("startup", "shutdown"):
                 await receive()
@@ -953,7 +953,7 @@ async def test_async_testclient_refuses_each_response_message_out_of_order(messa
 async def test_a_response_completed_by_pathsend_ends_without_waiting_for_the_app(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
         await trio.sleep(10)  # background work after a complete response
@@ -1012,7 +1012,7 @@ DENIAL_BODY: Message = {"type": "websocket.http.response.body", "body": b"no"}
     ],
 )
 async def test_websocket_session_refuses_each_app_message_out_of_order(messages: list[Message], text: str) -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         for message in messages:
             await send(message)
@@ -1026,7 +1026,7 @@ async def test_websocket_session_refuses_each_app_message_out_of_order(messages:
 
 
 async def test_a_denial_response_in_parts_reaches_the_test_whole() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send(DENIAL)
         await send({"type": "websocket.http.response.body", "body": b"go ", "more_body": True})

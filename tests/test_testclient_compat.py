@@ -13,6 +13,7 @@ import trio
 from triolette.applications import Triolette
 from triolette.routing import WebSocketRoute
 from triolette.testclient import AsyncTestClient, TestClient
+from triolette.types import Receive, Scope, Send
 from triolette.websockets import WebSocket, WebSocketDisconnect
 
 
@@ -70,7 +71,7 @@ async def test_async_leaving_websocket_connect_while_app_waits_raises_websocket_
 
 
 def test_leaving_websocket_connect_of_a_plain_asgi_app_raises_its_websocket_disconnect() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.accept"})
         message = await receive()

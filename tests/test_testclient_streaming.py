@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import trio
@@ -14,6 +13,7 @@ from triolette.requests import Request
 from triolette.responses import StreamingResponse
 from triolette.routing import Route, WebSocketRoute
 from triolette.testclient import TestClient
+from triolette.types import Receive, Scope, Send
 from triolette.websockets import WebSocket
 
 
@@ -112,7 +112,7 @@ def test_a_websocket_app_that_fails_during_the_handshake_raises_its_error() -> N
 
 
 def test_template_responses_show_their_template_and_context() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.debug", "info": {"template": "index.html", "context": {"a": 1}}})
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"page"})

@@ -19,7 +19,7 @@ from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route, Router
 from triolette.testclient import TestClient
-from triolette.types import Message
+from triolette.types import Message, Receive, Scope, Send
 
 
 class AddHeader(BaseHTTPMiddleware):
@@ -80,7 +80,7 @@ def test_an_exception_before_the_response_is_raised_from_call_next() -> None:
 
 
 async def test_an_app_that_answers_nothing_is_an_error() -> None:
-    async def silent(scope: Any, receive: Any, send: Any) -> None:
+    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
         return
 
     async def passthrough(request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -205,7 +205,7 @@ async def test_a_discarded_downstream_response_stops_its_app(autojump_clock: tri
 async def test_websocket_and_lifespan_pass_straight_through() -> None:
     seen = []
 
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(scope["type"])
 
     middleware = AddHeader(inner)
@@ -287,7 +287,7 @@ async def test_base_middleware_forwards_early_hints_at_once_dispatch_hint_first(
 
 
 async def test_base_middleware_passes_debug_info_on_before_the_start() -> None:
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.debug", "info": {"template": "t.html", "context": {"a": 1}}})
         await PlainTextResponse("ok")(scope, receive, send)
 
@@ -413,7 +413,7 @@ def test_base_middleware_runs_a_background_task_set_on_the_call_next_response() 
 
 
 async def test_base_middleware_passes_trailers_on_in_order_after_the_body() -> None:
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
         await send({"type": "http.response.body", "body": b"data", "more_body": True})
         await send({"type": "http.response.early_hint", "links": [b"</late.css>; rel=preload"]})
@@ -436,7 +436,7 @@ async def test_base_middleware_passes_trailers_on_in_order_after_the_body() -> N
 
 
 def test_base_middleware_trailers_reach_the_test_client() -> None:
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
         await send({"type": "http.response.body", "body": b"data"})
         await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
@@ -449,7 +449,7 @@ def test_base_middleware_trailers_reach_the_test_client() -> None:
 async def test_base_middleware_downstream_receive_after_the_response_is_a_disconnect() -> None:
     heard: list[str] = []
 
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await PlainTextResponse("ok")(scope, receive, send)
         heard.append((await receive())["type"])  # after the middleware sent the whole response
