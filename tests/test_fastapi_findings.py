@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -26,7 +25,7 @@ from triolette.middleware.body_limit import RequestBodyLimitMiddleware
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response
 from triolette.routing import Route, WebSocketRoute
-from triolette.types import Message
+from triolette.types import ASGIApp, Message, Receive, Scope, Send
 from triolette.websockets import WebSocket
 
 
@@ -75,7 +74,7 @@ async def test_an_exception_group_raised_by_a_websocket_handler_leaves_the_app_a
         await websocket.accept()
         raise problems
 
-    scope: dict[str, Any] = {**http_scope(), "type": "websocket", "scheme": "ws", "subprotocols": []}
+    scope: Scope = {**http_scope(), "type": "websocket", "scheme": "ws", "subprotocols": []}
     server = Server({"type": "websocket.connect"})
     with pytest.raises(Problems) as info:
         await Triolette(routes=[WebSocketRoute("/", handler)])(scope, server.receive, server.send)
@@ -91,7 +90,7 @@ class HarnessSaysNo(BaseException):
     """Like pytest.fail()'s exception: a BaseException, not an Exception."""
 
 
-def refusing_receive(calls: list[str]) -> Any:
+def refusing_receive(calls: list[str]) -> Receive:
     async def receive() -> Message:
         calls.append("receive")
         raise HarnessSaysNo("this request has no body to read")
@@ -99,7 +98,9 @@ def refusing_receive(calls: list[str]) -> Any:
     return receive
 
 
-async def test_an_app_that_never_reads_never_sees_what_receive_raised_for_the_watcher(autojump_clock: Any) -> None:
+async def test_an_app_that_never_reads_never_sees_what_receive_raised_for_the_watcher(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async def endpoint(request: Request) -> Response:
         await trio.sleep(1)  # the watcher starts meanwhile and reads
         return PlainTextResponse("fine")
@@ -111,7 +112,7 @@ async def test_an_app_that_never_reads_never_sees_what_receive_raised_for_the_wa
     assert (server.sent[0]["status"], server.sent[1]["body"]) == (200, b"fine")
 
 
-async def test_an_app_that_reads_gets_what_receive_raised_for_the_watcher(autojump_clock: Any) -> None:
+async def test_an_app_that_reads_gets_what_receive_raised_for_the_watcher(autojump_clock: trio.abc.Clock) -> None:
     async def endpoint(request: Request) -> Response:
         await trio.sleep(1)
         await request.body()
@@ -124,7 +125,7 @@ async def test_an_app_that_reads_gets_what_receive_raised_for_the_watcher(autoju
     assert calls == ["receive"]
 
 
-async def test_system_exit_from_receive_for_the_watcher_is_not_kept_for_the_app(autojump_clock: Any) -> None:
+async def test_system_exit_from_receive_for_the_watcher_is_not_kept_for_the_app(autojump_clock: trio.abc.Clock) -> None:
     async def endpoint(request: Request) -> Response:
         await trio.sleep(1)
         return PlainTextResponse("never sent")  # pragma: no cover
@@ -169,6 +170,32 @@ async def test_a_middleware_reading_past_the_apps_max_body_size_gets_413() -> No
     assert (await call(app, method="POST", body=b"12345")).text == "5"
 
 
+class StartsThenReads:
+    """A middleware that starts its response, then reads the body (where no handler answers)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while (await receive()).get("more_body", False):
+            pass
+        raise AssertionError("not reached")  # pragma: no cover
+
+
+@pytest.mark.parametrize("limit", ["middleware", "app"])
+async def test_a_body_read_past_the_limit_after_the_response_started_is_an_error(limit: str) -> None:
+    routes = [Route("/", length, methods=["POST"])]
+    if limit == "middleware":
+        middleware = [Middleware(RequestBodyLimitMiddleware, max_body_size=5), Middleware(StartsThenReads)]
+        app = Triolette(routes=routes, middleware=middleware)
+    else:
+        app = Triolette(routes=routes, middleware=[Middleware(StartsThenReads)], max_body_size=5)
+    with pytest.raises(HTTPException) as info:  # too late for a 413: the error goes on to the server
+        await call(app, method="POST", body=b"123456")
+    assert info.value.status_code == 413
+
+
 @pytest.mark.parametrize("inner", ["route", "middleware"])
 async def test_an_inner_looser_limit_admits_a_content_length_over_the_outer_one(inner: str) -> None:
     middleware = [Middleware(RequestBodyLimitMiddleware, max_body_size=1000)]
@@ -184,7 +211,9 @@ async def test_an_inner_looser_limit_admits_a_content_length_over_the_outer_one(
     assert answer.status == 413
 
 
-async def test_a_content_length_over_the_limit_is_413_when_the_watcher_read_the_whole_body(autojump_clock: Any) -> None:
+async def test_a_content_length_over_the_limit_is_413_when_the_watcher_read_the_whole_body(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async def never_reads(request: Request) -> Response:
         await trio.sleep(1)  # the watcher reads the whole (short) body meanwhile, for nobody
         return PlainTextResponse("answered without reading")
@@ -205,7 +234,7 @@ def test_body_limit_keeps_starlettes_private_names_for_its_two_exceptions() -> N
 # -- background work -----------------------------------------------------------------------------
 
 
-async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(autojump_clock: Any) -> None:
+async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(autojump_clock: trio.abc.Clock) -> None:
     events: list[str] = []
     around = trio.CancelScope()
 
@@ -227,7 +256,7 @@ async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(aut
 
 
 async def test_a_background_task_outlives_a_disconnect_while_a_middleware_holds_the_last_message(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     events: list[str] = []
     gone = trio.Event()
@@ -240,8 +269,8 @@ async def test_a_background_task_outlives_a_disconnect_while_a_middleware_holds_
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse("ok", background=BackgroundTask(work))
 
-    def holds_the_last_message(app: Any) -> Any:
-        async def held(scope: Any, receive: Any, send: Any) -> None:
+    def holds_the_last_message(app: ASGIApp) -> ASGIApp:
+        async def held(scope: Scope, receive: Receive, send: Send) -> None:
             last: list[Message] = []
 
             async def send_later(message: Message) -> None:
@@ -271,7 +300,7 @@ async def test_a_background_task_outlives_a_disconnect_while_a_middleware_holds_
     assert trio.current_time() == 1
 
 
-async def test_a_background_task_outlives_the_request_deadline(autojump_clock: Any) -> None:
+async def test_a_background_task_outlives_the_request_deadline(autojump_clock: trio.abc.Clock) -> None:
     events: list[float] = []
 
     async def work() -> None:

@@ -149,8 +149,6 @@ class RequestSettings:
 
 def _same_leaves(exc: BaseException, group: BaseExceptionGroup[BaseException]) -> bool:
     """Whether ``exc`` is a copy of ``group``: a group holding the very same exceptions."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return False
     copied, original = exception_leaves(exc), exception_leaves(group)
     return len(copied) == len(original) and all(a is b for a, b in zip(copied, original, strict=True))
 
