@@ -370,3 +370,27 @@ def test_a_fastapi_router_with_a_looser_limit_takes_uploads_over_the_apps_limit(
         check=False,
     )
     assert (result.returncode, result.stdout) == (0, "ok\n"), result.stderr
+
+
+async def test_the_requests_own_tasks_keep_its_deadline_while_background_work_runs(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events: list[str] = []
+
+    async def straggler() -> None:
+        try:
+            await trio.sleep(10)
+        finally:
+            events.append(f"straggler ended at {trio.current_time():g}")
+
+    async def work() -> None:
+        await trio.sleep(5)
+        events.append(f"background finished at {trio.current_time():g}")
+
+    async def endpoint(request: Request) -> Response:
+        request.nursery.start_soon(straggler)
+        return PlainTextResponse("ok", background=BackgroundTask(work))
+
+    answer = await call(Triolette(routes=[Route("/", endpoint)], timeout=2))
+    assert answer.text == "ok"
+    assert events == ["straggler ended at 2", "background finished at 5"]

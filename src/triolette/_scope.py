@@ -457,16 +457,15 @@ class RequestScope(WebSocketSide):
     async def run_background(self, background: Callable[[], Awaitable[None]]) -> None:
         """Run a response's background work, out of reach of the disconnect and the deadline.
 
-        Once the response is complete a disconnect cancels nothing, and the deadline is
-        lifted here, so the work runs unshielded: a cancel scope around the ASGI call (a
-        server that shuts down, hypercorn's own worker among them) still cancels it, as on
-        Starlette. Only a request already cancelled (the client left mid-response, or the
-        deadline passed as the response completed) runs it shielded. Shutdown reaches it
-        either way: ``cancel()`` cancels the request and the shielded scope.
+        Once the response is complete a disconnect cancels nothing (``_on_disconnect``), so
+        a request without a deadline runs the work unshielded: a cancel scope around the
+        ASGI call (a server that shuts down, hypercorn's own worker among them) cancels it,
+        as on Starlette. A request with a deadline, or one already cancelled (the client
+        left mid-response), runs it shielded, so that the deadline stays with the request's
+        own tasks. Shutdown reaches it either way: ``cancel()`` cancels the shielded scope too.
         """
         request = self._request_nursery.cancel_scope
-        request.deadline = math.inf
-        with trio.CancelScope(shield=request.cancel_called) as cs:
+        with trio.CancelScope(shield=request.cancel_called or request.deadline != math.inf) as cs:
             self._background_scope = cs
             try:
                 await background()
