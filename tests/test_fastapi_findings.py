@@ -138,6 +138,25 @@ async def test_system_exit_from_receive_for_the_watcher_is_not_kept_for_the_app(
         await Triolette(routes=[Route("/", endpoint)])(http_scope(), receive, server.send)
 
 
+async def test_a_base_exception_group_from_receive_for_the_watcher_is_not_kept_for_the_app(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def endpoint(request: Request) -> Response:
+        await trio.sleep(1)
+        return PlainTextResponse("never sent")  # pragma: no cover
+
+    stop = BaseExceptionGroup("the server stops", [SystemExit(3)])  # it might have held Cancelled
+
+    async def receive() -> Message:
+        raise stop
+
+    server = Server({"type": "http.request"})
+    with pytest.raises(BaseExceptionGroup) as info:
+        await Triolette(routes=[Route("/", endpoint)])(http_scope(), receive, server.send)
+    assert info.value.message == stop.message
+    assert info.value.exceptions == stop.exceptions  # the very SystemExit
+
+
 # -- body limits -------------------------------------------------------------------------------------
 
 

@@ -97,8 +97,9 @@ _NOTHING: Final[Message] = {"type": "triolette.nothing"}  # what the watcher rea
 # ``_sending_since`` of a send under way while no watcher runs: nobody times it (yet)
 _UNTIMED: Final = -math.inf
 
-# What the watcher's read of receive() raises and does not keep for the app
-_NOT_KEPT_FOR_THE_APP = (trio.Cancelled, KeyboardInterrupt, SystemExit)
+# What the watcher's read of receive() raises and does not keep for the app (unless it is an
+# Exception: an ExceptionGroup is kept, a BaseExceptionGroup, which may hold Cancelled, is not)
+_NOT_KEPT_FOR_THE_APP = (trio.Cancelled, KeyboardInterrupt, SystemExit, BaseExceptionGroup)
 
 LateErrorHandler = Callable[["RequestScope", BaseException], Awaitable[bool]]
 
@@ -678,7 +679,7 @@ class RequestScope(WebSocketSide):
             # The watcher reads on the app's behalf: what receive() raised is the app's, at its
             # next read (an app that never reads never sees it, as on Starlette, where nothing
             # would have called receive()). Cancellation and a request to stop travel on.
-            if reader is APP or isinstance(exc, _NOT_KEPT_FOR_THE_APP):
+            if reader is APP or (isinstance(exc, _NOT_KEPT_FOR_THE_APP) and not isinstance(exc, Exception)):
                 raise
             self.inbox.fail(exc)
             return _NOTHING
