@@ -253,7 +253,10 @@ def test_body_limit_keeps_starlettes_private_names_for_its_two_exceptions() -> N
 # -- background work -----------------------------------------------------------------------------
 
 
-async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(autojump_clock: trio.abc.Clock) -> None:
+@pytest.mark.parametrize("request_timeout", [None, 30.0], ids=["no-deadline", "with-a-deadline"])
+async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(
+    request_timeout: float | None, autojump_clock: trio.abc.Clock
+) -> None:
     events: list[str] = []
     around = trio.CancelScope()
 
@@ -268,7 +271,8 @@ async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(aut
 
     server = Server({"type": "http.request"})
     with around:
-        await Triolette(routes=[Route("/", endpoint)])(http_scope(), server.receive, server.send)
+        app = Triolette(routes=[Route("/", endpoint)], timeout=request_timeout)
+        await app(http_scope(), server.receive, server.send)
     assert around.cancelled_caught
     assert events == ["started"]
     assert server.sent[1]["body"] == b"ok"

@@ -458,20 +458,34 @@ class RequestScope(WebSocketSide):
     async def run_background(self, background: Callable[[], Awaitable[None]]) -> None:
         """Run a response's background work, out of reach of the disconnect and the deadline.
 
-        Once the response is complete a disconnect cancels nothing (``_on_disconnect``), so
-        a request without a deadline runs the work unshielded: a cancel scope around the
-        ASGI call (a server that shuts down, hypercorn's own worker among them) cancels it,
-        as on Starlette. A request with a deadline, or one already cancelled (the client
-        left mid-response), runs it shielded, so that the deadline stays with the request's
-        own tasks. Shutdown reaches it either way: ``cancel()`` cancels the shielded scope too.
+        The work runs shielded from the request's own cancel scope (the client leaving, the
+        deadline), which stays as it is for the request's other tasks, but not from the
+        scopes around the ASGI call: a task beside it in the request nursery, cancelled by
+        whatever the shield keeps out, passes on a cancellation that did not come from the
+        request itself (a server that shuts down, hypercorn's own worker among them, as on
+        Starlette). Shutdown reaches it too: ``cancel()`` cancels the shielded scope.
         """
         request = self._request_nursery.cancel_scope
-        with trio.CancelScope(shield=request.cancel_called or request.deadline != math.inf) as cs:
+        with trio.CancelScope(shield=True) as cs:
             self._background_scope = cs
+            relay = trio.CancelScope()
+            if not request.cancel_called:
+                self._request_nursery.start_soon(self._pass_on_outer_cancellation, relay, cs)
             try:
                 await background()
             finally:
+                relay.cancel()
                 self._background_scope = None
+
+    async def _pass_on_outer_cancellation(self, relay: trio.CancelScope, background: trio.CancelScope) -> None:
+        """Beside the background work: a cancellation of the call from outside the request
+        (not the work's end, not the request's own) cancels the work as well."""
+        with relay:
+            try:
+                await trio.sleep_forever()
+            finally:
+                if not relay.cancel_called and not self._request_nursery.cancel_scope.cancel_called:
+                    background.cancel(reason="cancelled from outside the request")
 
     def cancel(self, reason: str) -> None:
         """Cancel everything this request runs, background work included (the drain's last step)."""
