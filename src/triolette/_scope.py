@@ -469,23 +469,31 @@ class RequestScope(WebSocketSide):
         with trio.CancelScope(shield=True) as cs:
             self._background_scope = cs
             relay = trio.CancelScope()
+            relayed: trio.Event | None = None
             if not request.cancel_called:
-                self._request_nursery.start_soon(self._pass_on_outer_cancellation, relay, cs)
+                relayed = trio.Event()
+                self._request_nursery.start_soon(self._pass_on_outer_cancellation, relay, relayed, cs)
             try:
                 await background()
             finally:
-                relay.cancel()
                 self._background_scope = None
+                relay.cancel()
+                if relayed is not None:
+                    with trio.CancelScope(shield=True):
+                        await relayed.wait()  # at once: no task of ours outlives the work
 
-    async def _pass_on_outer_cancellation(self, relay: trio.CancelScope, background: trio.CancelScope) -> None:
+    async def _pass_on_outer_cancellation(
+        self, relay: trio.CancelScope, relayed: trio.Event, background: trio.CancelScope
+    ) -> None:
         """Beside the background work: a cancellation of the call from outside the request
         (not the work's end, not the request's own) cancels the work as well."""
-        with relay:
-            try:
+        try:
+            with relay:
                 await trio.sleep_forever()
-            finally:
-                if not relay.cancel_called and not self._request_nursery.cancel_scope.cancel_called:
-                    background.cancel(reason="cancelled from outside the request")
+        finally:
+            if not relay.cancel_called and not self._request_nursery.cancel_scope.cancel_called:
+                background.cancel(reason="cancelled from outside the request")
+            relayed.set()
 
     def cancel(self, reason: str) -> None:
         """Cancel everything this request runs, background work included (the drain's last step)."""
