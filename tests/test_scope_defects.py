@@ -23,6 +23,7 @@ from triolette.applications import Triolette
 from triolette.background import BackgroundTask
 from triolette.exceptions import ClientDisconnect
 from triolette.middleware import Middleware
+from triolette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from triolette.middleware.body_limit import RequestBodyLimitMiddleware
 from triolette.requests import Request
 from triolette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
@@ -412,6 +413,41 @@ async def test_is_disconnected_after_body_answers_the_same_every_time() -> None:
         server.disconnect()  # already delivered by the server when the endpoint asks
         await call(app, server, http_scope("POST", headers=[(b"content-length", b"4")]))
     assert answers == {False}  # what the scope had seen when asked: the watcher had not read it yet
+
+
+@pytest.mark.parametrize("behind", ["route", "base-http-middleware"])
+async def test_is_disconnected_after_body_is_the_same_every_time_when_the_disconnect_cancels(behind: str) -> None:
+    """With ``cancel_on_disconnect`` (the default) the watcher, started at the app's first
+    yield, must not race the app's next step: the answer is given, and the same, every time."""
+    outcomes: set[str] = set()
+
+    async def ask(request: Request) -> None:
+        await request.body()
+        try:
+            answer = await request.is_disconnected()
+        except trio.Cancelled:
+            outcomes.add("cancelled before answering")
+            raise
+        outcomes.add(f"answered {answer}")
+
+    async def endpoint(request: Request) -> Response:
+        if behind == "route":
+            await ask(request)
+        return PlainTextResponse("ok")
+
+    class Asking(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+            await ask(request)
+            return await call_next(request)
+
+    middleware = [Middleware(Asking)] if behind == "base-http-middleware" else []
+    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])], middleware=middleware)
+    for _ in range(60):  # trio shuffles the order of runnable tasks: try many orders
+        server = FakeServer()
+        server.request(b"body")
+        server.disconnect()  # already delivered by the server when the app asks
+        await call(app, server, http_scope("POST", headers=[(b"content-length", b"4")]))
+    assert outcomes == {"answered False"}  # what the scope had seen when asked
 
 
 # -- defect 11: one meaning for max_body_size, checked everywhere -----------------------------

@@ -555,8 +555,13 @@ class RequestScope(WebSocketSide):
         # Once the response is complete there is nothing left to watch for: a disconnect
         # then cancels nothing, and no send or body read is left to time. Stopping there
         # (rather than when the app returns) spares the watcher most of its steps.
+        # The watcher starts as the app yields; when that yield is a schedule point, both are
+        # runnable at once and trio picks either first. One schedule point here lets the app's
+        # next step always come first, so what the app sees (is_disconnected(), a disconnect
+        # cancelling it there or later) does not depend on that pick.
+        await trio.lowlevel.cancel_shielded_checkpoint()
         if self._done_watching():
-            return  # the app answered before the watcher first ran: nothing to watch
+            return  # the app answered before the watcher first read: nothing to watch
         if not (self.holdoff or self._reader or self.inbox.state is not BODY or self._may_have_body()):
             # A request without a body: the server already holds its one (empty) http.request
             # message, so this first read returns at once and needs no cancel scope around it.
