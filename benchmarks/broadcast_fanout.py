@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 import trio
@@ -146,9 +147,23 @@ class Subscriber:
                         event = b""
 
 
+class Result(TypedDict):
+    """One scenario's figures, as ``main`` prints them."""
+
+    name: str
+    workers: int
+    pids: int
+    delivered: int
+    expected: int
+    p50_ms: float
+    p99_ms: float
+    rss_kib_per_subscriber: float
+    seconds: float
+
+
 async def scenario(
     name: str, url: str, workers: int, path: str, subscribers: int, messages: int, interval: float
-) -> dict[str, float]:
+) -> Result:
     with tempfile.TemporaryDirectory() as directory:
         (Path(directory) / "bench_broadcast_app.py").write_text(APP)
         environment = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}", "BROADCAST_URL": url}
@@ -216,7 +231,7 @@ async def main() -> None:
     redis = RedisServer(executable)
     redis.start()
     try:
-        results = []
+        results: list[Result] = []
         for name, url, workers, path in (
             ("redis-shared", redis.url, 2, "/feed"),
             ("redis-naive", redis.url, 2, "/naive"),

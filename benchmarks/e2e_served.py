@@ -114,9 +114,11 @@ def wrk(port: int, seconds: int) -> tuple[float, int]:
         ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return rps, requests
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    requests = re.search(r"(\d+) requests in", out)
+    if rps is None or requests is None:
+        raise RuntimeError(f"wrk printed no 'Requests/sec' or 'requests in': {out!r}")
+    return float(rps.group(1)), int(requests.group(1))
 
 
 def measure(server: str, app: str) -> tuple[float, float]:

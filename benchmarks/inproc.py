@@ -74,7 +74,7 @@ def _ws_scope() -> Scope:
 
 
 def _receiver(messages: list[dict[str, Any]]) -> Callable[[], Awaitable[dict[str, Any]]]:
-    queue = list(reversed(messages))
+    queue: list[dict[str, Any]] = list(reversed(messages))
 
     async def receive() -> dict[str, Any]:
         if queue:

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inproc import REQUESTS, ROUNDS, _per_request_us, build
 
+from triolette.applications import Triolette
 from triolette.inspector import Inspector
 
 SCENARIOS = ["hello", "json-1k", "stream-64k", "routing-120", "middleware-4", "websocket"]
@@ -29,6 +30,7 @@ def main() -> None:
     variants = {"triolette": build("triolette"), "inspected": build("triolette")}
     watched = set()
     for app, _, _ in variants["inspected"].values():
+        assert isinstance(app, Triolette)  # build("triolette") builds Triolette apps
         if id(app) not in watched:
             watched.add(id(app))
             Inspector(app, allow=lambda request: True)

@@ -16,12 +16,13 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from e2e_served import free_port, serving_pid, start, stop
 
 FRAME = 15 * 1024 * 1024
-SERVERS = {
+SERVERS: dict[str, Callable[[int], list[str]]] = {
     "triolette": lambda port: [sys.executable, "-m", "triolette", "served_apps:ws_limited", "--port", str(port),
                                "--log-level", "warning"],
     "hypercorn-trio": lambda port: [sys.executable, "-m", "hypercorn", "--worker-class", "trio",

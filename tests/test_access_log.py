@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from hypercorn.config import Config
+from hypercorn.typing import ConnectionState, HTTPScope, ResponseSummary
 
 from triolette._access_log import AccessLogger
 from triolette._server import ServerOptions
 
 
-def scope() -> dict[str, Any]:
+def scope() -> HTTPScope:
     return {
         "type": "http",
+        "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
@@ -27,6 +28,8 @@ def scope() -> dict[str, Any]:
         "headers": [(b"user-agent", b"curl")],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
+        "state": ConnectionState({}),
+        "extensions": {},
     }
 
 
@@ -59,7 +62,8 @@ async def test_the_access_log_has_one_line_when_the_client_closes_as_the_respons
             # hypercorn's reader sees the close first ("-"), its writer logs the response just after.
             nursery.start_soon(logger.access, request, None, 0.001)
             await trio.lowlevel.checkpoint()
-            nursery.start_soon(logger.access, request, {"status": 200, "headers": []}, 0.001)
+            response: ResponseSummary = {"status": 200, "headers": []}
+            nursery.start_soon(logger.access, request, response, 0.001)
     assert statuses(lines) == ["200"]
 
 

@@ -217,11 +217,11 @@ async def test_requires_checks_the_argument_type() -> None:
         pass
 
     with pytest.raises(TypeError, match=r"called with request='nope'; @requires needs its 'request' argument"):
-        await endpoint("nope")  # type: ignore[arg-type]
+        await endpoint("nope")  # type: ignore[arg-type]  # the wrong argument is the point
     with pytest.raises(TypeError, match=r"called with request=None"):
-        sync_endpoint()  # type: ignore[call-arg]
+        sync_endpoint()  # type: ignore[call-arg]  # the missing argument is the point
     with pytest.raises(TypeError, match=r"'websocket' argument to be a WebSocket"):
-        await ws_endpoint(websocket=1)  # type: ignore[arg-type]
+        await ws_endpoint(websocket=1)  # type: ignore[arg-type]  # the wrong argument is the point
 
 
 async def test_requires_passes_keyword_arguments() -> None:

@@ -38,7 +38,7 @@ async def collect(
             into.append(message)
 
 
-async def test_publish_reaches_every_subscriber_of_the_channel_and_no_other(autojump_clock: Any) -> None:
+async def test_publish_reaches_every_subscriber_of_the_channel_and_no_other(autojump_clock: trio.abc.Clock) -> None:
     first: list[str] = []
     second: list[str] = []
     other: list[str] = []
@@ -59,7 +59,7 @@ async def test_publish_reaches_every_subscriber_of_the_channel_and_no_other(auto
     assert trio.current_time() == 0
 
 
-async def test_slow_subscriber_is_ended_with_subscriber_too_slow(autojump_clock: Any) -> None:
+async def test_slow_subscriber_is_ended_with_subscriber_too_slow(autojump_clock: trio.abc.Clock) -> None:
     fast: list[str] = []
     seen: list[str] = []
     errors: list[str] = []
@@ -95,7 +95,7 @@ async def test_slow_subscriber_is_ended_with_subscriber_too_slow(autojump_clock:
     assert fast == ["0", "1", "2", "3", "4", "5"]
 
 
-async def test_drop_oldest_policy_keeps_the_newest_messages(autojump_clock: Any) -> None:
+async def test_drop_oldest_policy_keeps_the_newest_messages(autojump_clock: trio.abc.Clock) -> None:
     with trio.fail_after(10):
         async with Broadcast(queue_size=3, on_slow="drop_oldest") as broadcast:
             assert broadcast.on_slow is SlowPolicy.DROP_OLDEST
@@ -109,7 +109,7 @@ async def test_drop_oldest_policy_keeps_the_newest_messages(autojump_clock: Any)
                 assert broadcast.subscribers("feed") == 1
 
 
-async def test_cancelled_subscriber_unsubscribes(autojump_clock: Any) -> None:
+async def test_cancelled_subscriber_unsubscribes(autojump_clock: trio.abc.Clock) -> None:
     with trio.fail_after(10):
         async with Broadcast() as broadcast:
             with trio.move_on_after(5):
@@ -192,7 +192,7 @@ def sse_feed_app(log: list[str]) -> Triolette:
     return Triolette(routes=[Route("/feed", feed), WebSocketRoute("/chat", chat)], lifespan=lifespan)
 
 
-async def test_a_request_cancelled_by_disconnect_unsubscribes(autojump_clock: Any) -> None:
+async def test_a_request_cancelled_by_disconnect_unsubscribes(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
     app = sse_feed_app(log)
     with trio.fail_after(10):
@@ -209,7 +209,7 @@ async def test_a_request_cancelled_by_disconnect_unsubscribes(autojump_clock: An
             assert broadcast.subscribers() == 0
 
 
-async def test_draining_ends_subscribers_cleanly(autojump_clock: Any) -> None:
+async def test_draining_ends_subscribers_cleanly(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
     app = sse_feed_app(log)
     with trio.fail_after(100):
@@ -234,7 +234,7 @@ async def test_draining_ends_subscribers_cleanly(autojump_clock: Any) -> None:
 
 
 async def test_broadcast_without_an_app_runs_its_own_service_and_ends_subscribers_on_close(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     ended: list[str] = []
 
@@ -264,7 +264,7 @@ async def test_subscribe_before_open_says_how_to_open_it() -> None:
         broadcast.subscribe("feed")
 
 
-async def test_publish_refuses_what_is_not_a_str(autojump_clock: Any) -> None:
+async def test_publish_refuses_what_is_not_a_str(autojump_clock: trio.abc.Clock) -> None:
     async with Broadcast() as broadcast:
         with pytest.raises(TypeError, match=r"Broadcast messages are str, got dict \{'a': 1\}; encode it first"):
             await broadcast.publish("feed", {"a": 1})  # type: ignore[arg-type]  # the error under test

@@ -13,6 +13,7 @@ import trio.testing
 from tests.conftest import http_scope
 from triolette.concurrency import iterate_in_threadpool, run_in_threadpool, run_until_first_complete, thread_limiter
 from triolette.exceptions import TrioletteDeprecationWarning
+from triolette.types import Message, Receive, Send
 
 
 async def test_run_in_threadpool_with_args_and_kwargs() -> None:
@@ -48,7 +49,8 @@ async def test_iterate_in_threadpool() -> None:
             yield n
 
     assert [n async for n in iterate_in_threadpool(numbers())] == [0, 1, 2]
-    assert [n async for n in iterate_in_threadpool([])] == []
+    nothing: list[int] = []
+    assert [n async for n in iterate_in_threadpool(nothing)] == []
     assert threading.current_thread().name not in threads
 
 
@@ -110,9 +112,9 @@ def _cancelling_app(outer: trio.CancelScope, *, checkpoint_after: bool) -> Any:
     return Triolette(routes=[Route("/", endpoint)])
 
 
-def _server() -> tuple[Any, Any, list[dict[str, Any]]]:
+def _server() -> tuple[Receive, Send, list[Message]]:
     """receive/send as httpx's ASGITransport: the body, then nothing until the response is complete."""
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
     complete = trio.Event()
     requested = False
 
@@ -124,7 +126,7 @@ def _server() -> tuple[Any, Any, list[dict[str, Any]]]:
         await complete.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             complete.set()

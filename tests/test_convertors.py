@@ -1,6 +1,7 @@
 import math
 import re
 import uuid
+from typing import Any
 
 import pytest
 
@@ -17,18 +18,18 @@ from triolette.convertors import (
 )
 
 
-def ruff_sorted(names):
+def ruff_sorted(names: list[str]) -> list[str]:
     """The order ruff's RUF022 wants: SCREAMING_CASE, then CamelCase, then the rest."""
     return sorted(names, key=lambda name: (0 if name.isupper() else 1 if name[:1].isupper() else 2, name))
 
 
-def test_all_is_sorted():
+def test_all_is_sorted() -> None:
     assert convertors.__all__ == ruff_sorted(convertors.__all__)
     for name in convertors.__all__:
         assert hasattr(convertors, name)
 
 
-def test_default_convertor_types():
+def test_default_convertor_types() -> None:
     assert set(CONVERTOR_TYPES) == {"str", "path", "int", "float", "uuid"}
     assert isinstance(CONVERTOR_TYPES["str"], StringConvertor)
     assert isinstance(CONVERTOR_TYPES["path"], PathConvertor)
@@ -63,7 +64,7 @@ UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
         (UUIDConvertor(), UUID[:-1] + "g", False),
     ],
 )
-def test_regex(convertor, text, matches):
+def test_regex(convertor: Convertor[Any], text: str, matches: bool) -> None:
     assert (re.fullmatch(convertor.regex, text) is not None) is matches
 
 
@@ -78,7 +79,7 @@ def test_regex(convertor, text, matches):
         (UUIDConvertor(), UUID.replace("-", ""), uuid.UUID(UUID)),
     ],
 )
-def test_convert(convertor, text, value):
+def test_convert(convertor: Convertor[Any], text: str, value: object) -> None:
     assert convertor.convert(text) == value
     assert type(convertor.convert(text)) is type(value)
 
@@ -91,7 +92,7 @@ def test_convert(convertor, text, value):
         (FloatConvertor(), "9" * 400 + ".5", r"of 402 characters is too large"),
     ],
 )
-def test_convert_refuses_numbers_too_large(convertor, text, message):
+def test_convert_refuses_numbers_too_large(convertor: Convertor[Any], text: str, message: str) -> None:
     """Issue 13, item 5: a ValueError, which makes the route not match (see test_routing)."""
     with pytest.raises(ValueError, match=message):
         convertor.convert(text)
@@ -115,7 +116,7 @@ def test_convert_refuses_numbers_too_large(convertor, text, message):
         (UUIDConvertor(), uuid.UUID(UUID), UUID),
     ],
 )
-def test_to_string(convertor, value, text):
+def test_to_string(convertor: Convertor[Any], value: object, text: str) -> None:
     assert convertor.to_string(value) == text
 
 
@@ -132,26 +133,26 @@ def test_to_string(convertor, value, text):
         (FloatConvertor(), -0.5, r"^Negative floats are not supported: .* got -0.5\."),
     ],
 )
-def test_to_string_rejects(convertor, value, message):
+def test_to_string_rejects(convertor: Convertor[Any], value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         convertor.to_string(value)
 
 
-def test_float_round_trip_matches_its_own_regex():
+def test_float_round_trip_matches_its_own_regex() -> None:
     for value in (0.1, 2.5, 123.456, 1e-7, 12345678.0):
         text = FloatConvertor().to_string(value)
         assert re.fullmatch(FloatConvertor.regex, text)
         assert math.isclose(FloatConvertor().convert(text), value)
 
 
-def test_base_convertor_is_abstract():
+def test_base_convertor_is_abstract() -> None:
     with pytest.raises(NotImplementedError):
         Convertor[int]().convert("1")
     with pytest.raises(NotImplementedError):
         Convertor[int]().to_string(1)
 
 
-def test_register_url_convertor(monkeypatch):
+def test_register_url_convertor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(convertors, "CONVERTOR_TYPES", dict(CONVERTOR_TYPES))
 
     class DateConvertor(Convertor[str]):

@@ -43,12 +43,15 @@ def test_snippet_runs(where: str, code: str) -> None:
 
 
 def test_readme_example_answers() -> None:
+    from triolette.applications import Triolette
     from triolette.testclient import TestClient
 
     code = BLOCK.findall((ROOT / "README.md").read_text())[0]
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    with TestClient(namespace["app"]) as client:  # type: ignore[arg-type]
+    app = namespace["app"]
+    assert isinstance(app, Triolette)
+    with TestClient(app) as client:
         assert client.get("/report").json() == ["a", "b", "c"]
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+import hypercorn.protocol
 import hypercorn.protocol.h2
 import pytest
 import trio
@@ -34,7 +35,7 @@ def test_a_changed_protocol_wrapper_signature_is_named(monkeypatch: pytest.Monke
     def changed(self: Any, app: Any, config: Any) -> None:  # pragma: no cover - never called
         pass
 
-    monkeypatch.setattr(_driver.ProtocolWrapper, "__init__", changed)
+    monkeypatch.setattr(hypercorn.protocol.ProtocolWrapper, "__init__", changed)
     [problem] = check_hypercorn()
     assert problem.startswith("hypercorn.protocol.ProtocolWrapper.__init__ takes ['app', 'config']")
 
@@ -136,7 +137,7 @@ async def test_a_put_parked_on_a_full_queue_is_released_by_the_disconnect() -> N
 
 
 async def test_after_the_disconnect_the_queue_applies_no_backpressure_and_drops_what_follows(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     queue = _AppQueue(1)
     await queue.put(body(b"a", True))
@@ -175,7 +176,7 @@ async def test_a_forgotten_on_close_callback_is_not_called() -> None:
     assert calls == []
 
 
-async def test_a_put_waiting_for_room_probes_the_connection_every_interval(autojump_clock: Any) -> None:
+async def test_a_put_waiting_for_room_probes_the_connection_every_interval(autojump_clock: trio.abc.Clock) -> None:
     probes: list[float] = []
 
     class Connection:
@@ -193,7 +194,7 @@ async def test_a_put_waiting_for_room_probes_the_connection_every_interval(autoj
     assert [await queue.receive() for _ in range(2)] == [body(b"a", True), {"type": "http.disconnect"}]
 
 
-async def test_a_put_that_finds_room_does_not_probe(autojump_clock: Any) -> None:
+async def test_a_put_that_finds_room_does_not_probe(autojump_clock: trio.abc.Clock) -> None:
     probes: list[float] = []
 
     class Connection:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -170,12 +170,12 @@ class _ClosingSocket:
         self.closed.append(code)
 
 
-def _endpoint(encoding: str | None) -> WebSocketEndpoint:
+def _endpoint(encoding: Literal["text", "bytes", "json"] | None) -> WebSocketEndpoint:
     async def never(*args: Any) -> Any:  # pragma: no cover - decode does not receive or send
         raise AssertionError("not called")
 
     endpoint = WebSocketEndpoint({"type": "websocket"}, never, never)
-    endpoint.encoding = encoding  # type: ignore[assignment]
+    endpoint.encoding = encoding
     return endpoint
 
 
@@ -187,7 +187,7 @@ def _endpoint(encoding: str | None) -> WebSocketEndpoint:
     ],
 )
 async def test_decode_treats_a_key_whose_value_is_none_as_absent(
-    encoding: str, message: dict[str, Any], error: str
+    encoding: Literal["text", "bytes"], message: dict[str, Any], error: str
 ) -> None:
     socket = _ClosingSocket()
     with pytest.raises(RuntimeError, match=f"^{error}$"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ async def test_streaming_countdown_and_leaving_early(autojump_clock: trio.abc.Cl
     assert streaming.stopped_early[-1] in (98, 99)
 
 
-async def _first(chunks, n):  # type: ignore[no-untyped-def]
+async def _first(chunks: AsyncIterator[str], n: int) -> AsyncIterator[str]:
     async for chunk in chunks:
         yield chunk
         n -= 1

@@ -313,7 +313,7 @@ def file(name: str, filename: str, data: bytes, content_type: bytes = b"text/pla
 END = b"--B--\r\n"
 
 
-class RecordingSpool(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+class RecordingSpool(tempfile.SpooledTemporaryFile[bytes]):
     """A SpooledTemporaryFile that remembers every instance, to check they get closed."""
 
     made: list[RecordingSpool]

@@ -51,8 +51,8 @@ def imports_of(name: str) -> set[str]:
             found.update(submodules)
             if len(submodules) < len(node.names):
                 found.add(module)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
+        for inner in ast.iter_child_nodes(node):
+            visit(inner)
 
     visit(ast.parse(path.read_text()))
     return {module for module in found if module in MODULES and module not in (name, "triolette")}

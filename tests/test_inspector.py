@@ -53,7 +53,7 @@ async def read_body(request: Request) -> Response:
 # -- each end reason --------------------------------------------------------------------------
 
 
-async def test_end_reason_completed(autojump_clock: Any) -> None:
+async def test_end_reason_completed(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", hello))
     server = FakeServer()
     server.request()
@@ -64,7 +64,7 @@ async def test_end_reason_completed(autojump_clock: Any) -> None:
     assert inspector.counts["completed"] == 1
 
 
-async def test_end_reason_client_disconnected(autojump_clock: Any) -> None:
+async def test_end_reason_client_disconnected(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", sleep_forever))
     server = FakeServer()
     server.request()
@@ -79,7 +79,7 @@ async def test_end_reason_client_disconnected(autojump_clock: Any) -> None:
     assert inspector.counts["client disconnected"] == 1
 
 
-async def test_end_reason_deadline_503(autojump_clock: Any) -> None:
+async def test_end_reason_deadline_503(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", sleep_forever), timeout=2)
     server = FakeServer()
     server.request()
@@ -89,7 +89,7 @@ async def test_end_reason_deadline_503(autojump_clock: Any) -> None:
     assert (ended["status"], ended["reason"], ended["duration"]) == (503, "deadline", 2)
 
 
-async def test_end_reason_body_timeout_408(autojump_clock: Any) -> None:
+async def test_end_reason_body_timeout_408(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", read_body, methods=["POST"]), body_timeout=5)
     server = FakeServer()
     server.request(b"abc", more_body=True)  # the rest never comes
@@ -98,7 +98,7 @@ async def test_end_reason_body_timeout_408(autojump_clock: Any) -> None:
     assert (last(inspector)["status"], last(inspector)["reason"]) == (408, "body timeout")
 
 
-async def test_end_reason_limit_413(autojump_clock: Any) -> None:
+async def test_end_reason_limit_413(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", read_body, methods=["POST"]), max_body_size=5)
     server = FakeServer()
     server.request(b"123456")
@@ -107,7 +107,7 @@ async def test_end_reason_limit_413(autojump_clock: Any) -> None:
     assert (last(inspector)["status"], last(inspector)["reason"]) == (413, "limit")
 
 
-async def test_end_reason_limit_413_on_declared_length(autojump_clock: Any) -> None:
+async def test_end_reason_limit_413_on_declared_length(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", hello, methods=["POST"]), max_body_size=5)
     server = FakeServer()
     await call(app, server, http_scope("POST", headers=[(b"content-length", b"6")]))
@@ -115,7 +115,7 @@ async def test_end_reason_limit_413_on_declared_length(autojump_clock: Any) -> N
     assert last(inspector)["reason"] == "limit"
 
 
-async def test_end_reason_drained(autojump_clock: Any) -> None:
+async def test_end_reason_drained(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", sleep_forever))
     server = FakeServer()
     server.request()
@@ -128,7 +128,7 @@ async def test_end_reason_drained(autojump_clock: Any) -> None:
     assert inspector.counts["drained"] == 1
 
 
-async def test_end_reason_error(autojump_clock: Any) -> None:
+async def test_end_reason_error(autojump_clock: trio.abc.Clock) -> None:
     async def broken(request: Request) -> Response:
         raise ValueError("broken endpoint")
 
@@ -141,7 +141,7 @@ async def test_end_reason_error(autojump_clock: Any) -> None:
     assert (last(inspector)["status"], last(inspector)["reason"]) == (500, "error")
 
 
-async def test_end_reason_error_for_a_handled_500(autojump_clock: Any) -> None:
+async def test_end_reason_error_for_a_handled_500(autojump_clock: trio.abc.Clock) -> None:
     async def answer_500(request: Request) -> Response:
         return PlainTextResponse("no", status_code=500)
 
@@ -152,7 +152,7 @@ async def test_end_reason_error_for_a_handled_500(autojump_clock: Any) -> None:
     assert last(inspector)["reason"] == "error"
 
 
-async def test_end_reason_cancelled_from_outside(autojump_clock: Any) -> None:
+async def test_end_reason_cancelled_from_outside(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", sleep_forever))
     server = FakeServer()
     server.request()
@@ -161,7 +161,7 @@ async def test_end_reason_cancelled_from_outside(autojump_clock: Any) -> None:
     assert last(inspector)["reason"] == "cancelled"
 
 
-async def test_counts_by_reason_since_start_and_history_ring_buffer(autojump_clock: Any) -> None:
+async def test_counts_by_reason_since_start_and_history_ring_buffer(autojump_clock: trio.abc.Clock) -> None:
     app = Triolette(debug=True, routes=[Route("/", hello)], timeout=1)
     inspector = Inspector(app, history=3)
     for _ in range(5):
@@ -176,7 +176,7 @@ async def test_counts_by_reason_since_start_and_history_ring_buffer(autojump_clo
 # -- the tree of a request in flight ---------------------------------------------------------------
 
 
-async def test_in_flight_request_shows_method_path_age_deadline_phase_and_tasks(autojump_clock: Any) -> None:
+async def test_in_flight_request_shows_method_path_age_deadline_phase_and_tasks(autojump_clock: trio.abc.Clock) -> None:
     async def helper() -> None:
         await trio.sleep_forever()
 
@@ -208,7 +208,7 @@ async def test_in_flight_request_shows_method_path_age_deadline_phase_and_tasks(
     assert last(inspector)["reason"] == "client disconnected"
 
 
-async def test_nested_nursery_tasks_appear_under_their_parent(autojump_clock: Any) -> None:
+async def test_nested_nursery_tasks_appear_under_their_parent(autojump_clock: trio.abc.Clock) -> None:
     async def parent() -> None:
         async with trio.open_nursery() as inner:
             inner.start_soon(trio.sleep_forever, name="grandchild")
@@ -231,7 +231,7 @@ async def test_nested_nursery_tasks_appear_under_their_parent(autojump_clock: An
         nursery.cancel_scope.cancel()
 
 
-async def test_phase_reading_body(autojump_clock: Any) -> None:
+async def test_phase_reading_body(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", read_body, methods=["POST"]))
     server = FakeServer()
     server.request(b"abc", more_body=True)
@@ -243,7 +243,7 @@ async def test_phase_reading_body(autojump_clock: Any) -> None:
     assert server.body == b"10 bytes"
 
 
-async def test_phase_streaming(autojump_clock: Any) -> None:
+async def test_phase_streaming(autojump_clock: trio.abc.Clock) -> None:
     release = trio.Event()
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -265,7 +265,7 @@ async def test_phase_streaming(autojump_clock: Any) -> None:
     assert server.body == b"firstsecond"
 
 
-async def test_phase_background(autojump_clock: Any) -> None:
+async def test_phase_background(autojump_clock: trio.abc.Clock) -> None:
     release = trio.Event()
 
     async def endpoint(request: Request) -> Response:
@@ -282,7 +282,7 @@ async def test_phase_background(autojump_clock: Any) -> None:
     assert last(inspector)["reason"] == "completed"
 
 
-async def test_open_websockets_and_sse_streams_are_listed(autojump_clock: Any) -> None:
+async def test_open_websockets_and_sse_streams_are_listed(autojump_clock: trio.abc.Clock) -> None:
     async def socket(websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.receive_text()
@@ -320,7 +320,7 @@ async def test_open_websockets_and_sse_streams_are_listed(autojump_clock: Any) -
     assert sorted(item["reason"] for item in inspector.snapshot()["ended"]) == ["client disconnected"] * 2
 
 
-async def test_services_in_app_nursery_and_draining_are_shown(autojump_clock: Any) -> None:
+async def test_services_in_app_nursery_and_draining_are_shown(autojump_clock: trio.abc.Clock) -> None:
     app, inspector = watched(Route("/", hello))
     runner = LifespanRunner(app)
     async with trio.open_nursery() as nursery:
@@ -370,7 +370,9 @@ def test_inspector_options_are_checked(options: dict[str, Any], message: str) ->
         Inspector(Triolette(debug=True), **options)
 
 
-async def test_allow_callable_opens_it_in_a_non_debug_app_and_answers_403_otherwise(autojump_clock: Any) -> None:
+async def test_allow_callable_opens_it_in_a_non_debug_app_and_answers_403_otherwise(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     app = Triolette(routes=[Route("/", hello)])
     Inspector(app, allow=lambda request: request.headers.get("x-admin") == "yes")
     app.mount("/_triolette", app.inspector)  # type: ignore[arg-type]  # just set: not None
@@ -389,7 +391,7 @@ async def test_allow_callable_opens_it_in_a_non_debug_app_and_answers_403_otherw
 # -- the page, the JSON, the stream -----------------------------------------------------------------
 
 
-async def test_triolette_inspector_true_mounts_the_page_and_json(autojump_clock: Any) -> None:
+async def test_triolette_inspector_true_mounts_the_page_and_json(autojump_clock: trio.abc.Clock) -> None:
     app = Triolette(debug=True, inspector=True, routes=[Route("/", hello)])
     page = FakeServer()
     page.request()
@@ -411,7 +413,7 @@ async def test_triolette_inspector_true_mounts_the_page_and_json(autojump_clock:
     assert own["inspector"] is True
 
 
-async def test_event_stream_sends_a_snapshot_each_interval(autojump_clock: Any) -> None:
+async def test_event_stream_sends_a_snapshot_each_interval(autojump_clock: trio.abc.Clock) -> None:
     app = Triolette(debug=True, routes=[Mount("/_triolette", app=Triolette(debug=True))])
     inspector = Inspector(app, interval=2)
     app.mount("/inspect", inspector)
@@ -427,7 +429,9 @@ async def test_event_stream_sends_a_snapshot_each_interval(autojump_clock: Any) 
     assert data["in_flight"][0]["kind"] == "sse"
 
 
-async def test_event_stream_stays_through_the_drain_and_ends_when_only_itself_is_left(autojump_clock: Any) -> None:
+async def test_event_stream_stays_through_the_drain_and_ends_when_only_itself_is_left(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     release = trio.Event()
 
     async def slow(request: Request) -> Response:
@@ -468,7 +472,9 @@ async def test_no_inspector_means_no_observer() -> None:
     assert server.status == 200
 
 
-async def test_a_disconnect_after_the_whole_response_is_completed_not_client_disconnected(autojump_clock: Any) -> None:
+async def test_a_disconnect_after_the_whole_response_is_completed_not_client_disconnected(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     app, inspector = watched(Route("/", hello))
     server = FakeServer()
     server.request()
@@ -478,7 +484,7 @@ async def test_a_disconnect_after_the_whole_response_is_completed_not_client_dis
     assert last(inspector)["reason"] == "completed"
 
 
-async def test_websocket_closed_by_the_server_is_completed(autojump_clock: Any) -> None:
+async def test_websocket_closed_by_the_server_is_completed(autojump_clock: trio.abc.Clock) -> None:
     async def socket(websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.close()
@@ -501,7 +507,7 @@ async def test_websocket_closed_by_the_server_is_completed(autojump_clock: Any) 
     assert (last(inspector)["kind"], last(inspector)["reason"]) == ("websocket", "completed")
 
 
-async def test_a_413_the_app_answers_itself_is_limit(autojump_clock: Any) -> None:
+async def test_a_413_the_app_answers_itself_is_limit(autojump_clock: trio.abc.Clock) -> None:
     async def too_large(request: Request) -> Response:
         return PlainTextResponse("upload too large for this account", status_code=413)
 
@@ -512,7 +518,7 @@ async def test_a_413_the_app_answers_itself_is_limit(autojump_clock: Any) -> Non
     assert last(inspector)["reason"] == "limit"
 
 
-async def test_inspector_called_on_its_own_answers_and_passes_the_lifespan(autojump_clock: Any) -> None:
+async def test_inspector_called_on_its_own_answers_and_passes_the_lifespan(autojump_clock: trio.abc.Clock) -> None:
     _app, inspector = watched(Route("/", hello))
     server = FakeServer()
     server.request()

@@ -75,7 +75,7 @@ async def test_a_request_answered_at_once_starts_no_watcher() -> None:
 
 
 async def test_without_the_probe_the_watcher_starts_eagerly_and_still_works(
-    monkeypatch: pytest.MonkeyPatch, autojump_clock: Any
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
 ) -> None:
     monkeypatch.setattr(_lazystart, "SCHEDULE_POINT", None)
     WATCHER_STATES.clear()
@@ -181,7 +181,8 @@ def test_the_relay_passes_send_throw_and_close_on_and_looks_once() -> None:
     owner = Owner(needed=True)
     relay = _lazystart._Relay(app(), owner)
     assert iter(relay) is relay
-    assert relay.__await__() is relay  # awaited directly: no generator between the caller and the relay
+    awaited: object = relay.__await__()
+    assert awaited is relay  # awaited directly: no generator between the caller and the relay
     assert next(relay) == "trap"
     assert relay.throw(KeyError("k")) == "after the throw"
     assert relay.send(None) == "trap"

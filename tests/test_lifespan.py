@@ -23,7 +23,7 @@ from triolette.background import BackgroundTask
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response
 from triolette.routing import Host, Mount, Route, Router
-from triolette.types import ASGIApp, Message
+from triolette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 async def request(app: ASGIApp, path: str = "/", state: dict[str, Any] | None = None) -> Answer:
@@ -88,7 +88,7 @@ async def test_yielded_state_reaches_request_state() -> None:
     assert answer.text == "hello"
 
 
-async def test_a_service_started_at_startup_is_ready_and_cancelled_at_shutdown(autojump_clock: Any) -> None:
+async def test_a_service_started_at_startup_is_ready_and_cancelled_at_shutdown(autojump_clock: trio.abc.Clock) -> None:
     events: list[str] = []
 
     async def ticker(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -123,7 +123,7 @@ async def test_a_startup_failure_is_reported_with_its_message() -> None:
     @contextlib.asynccontextmanager
     async def lifespan(app: Triolette) -> AsyncIterator[None]:
         raise RuntimeError("database unreachable")
-        yield  # pragma: no cover
+        yield  # type: ignore[unreachable]  # pragma: no cover - the yield only makes this a generator
 
     sent: list[Message] = []
     asked = False
@@ -233,7 +233,7 @@ async def test_a_failing_mounted_startup_fails_the_whole_startup_and_undoes_the_
     async def broken(app: Any) -> AsyncIterator[None]:
         events.append("broken startup")
         raise OSError("port in use")
-        yield  # pragma: no cover
+        yield  # type: ignore[unreachable]  # pragma: no cover - the yield only makes this a generator
 
     outer = Triolette(
         routes=[
@@ -253,7 +253,7 @@ async def test_a_failing_mounted_startup_fails_the_whole_startup_and_undoes_the_
 
 async def test_a_mounted_app_that_ends_its_lifespan_early_is_an_error() -> None:
     class Mounted(Router):
-        async def lifespan(self, scope: Any, receive: Any, send: Any) -> None:
+        async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
             await receive()  # and return without answering
 
     outer = Triolette(routes=[Mount("/m", app=Mounted(lifespan=recording_lifespan([], "m")))])
@@ -267,7 +267,7 @@ async def test_a_mounted_app_that_ends_its_lifespan_early_is_an_error() -> None:
 
 async def test_a_mounted_app_that_reports_a_failure_without_raising_fails_the_startup() -> None:
     class Mounted(Router):
-        async def lifespan(self, scope: Any, receive: Any, send: Any) -> None:
+        async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
             await receive()
             await send({"type": "lifespan.startup.failed", "message": "no config"})
 
@@ -296,7 +296,7 @@ def sleepy_app(log: list[str], seconds: float, **options: Any) -> Triolette:
     return Triolette(routes=[Route("/slow", slow)], **options)
 
 
-async def test_drain_lets_a_request_in_flight_finish(autojump_clock: Any) -> None:
+async def test_drain_lets_a_request_in_flight_finish(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
     app = sleepy_app(log, 2)
     answers: list[Answer] = []
@@ -317,7 +317,7 @@ async def test_drain_lets_a_request_in_flight_finish(autojump_clock: Any) -> Non
     assert answers[0].status == 200
 
 
-async def test_drain_cancels_what_outlives_the_graceful_timeout(autojump_clock: Any) -> None:
+async def test_drain_cancels_what_outlives_the_graceful_timeout(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
     app = sleepy_app(log, 100, graceful_timeout=5)
 
@@ -334,7 +334,7 @@ async def test_drain_cancels_what_outlives_the_graceful_timeout(autojump_clock: 
     assert app.in_flight == 0
 
 
-async def test_background_tasks_count_as_in_flight(autojump_clock: Any) -> None:
+async def test_background_tasks_count_as_in_flight(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
 
     async def cleanup() -> None:
@@ -355,7 +355,7 @@ async def test_background_tasks_count_as_in_flight(autojump_clock: Any) -> None:
     assert log == ["background done at 3", "drained at 3"]
 
 
-async def test_lifespan_shutdown_drains_before_leaving_the_lifespan_context(autojump_clock: Any) -> None:
+async def test_lifespan_shutdown_drains_before_leaving_the_lifespan_context(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
 
     @contextlib.asynccontextmanager
@@ -371,7 +371,7 @@ async def test_lifespan_shutdown_drains_before_leaving_the_lifespan_context(auto
     assert log == ["answered at 2", "lifespan exit at 2"]
 
 
-async def test_draining_is_set_in_mounted_apps_too(autojump_clock: Any) -> None:
+async def test_draining_is_set_in_mounted_apps_too(autojump_clock: trio.abc.Clock) -> None:
     seen: list[str] = []
 
     async def stream(request: Request) -> Response:
@@ -390,7 +390,7 @@ async def test_draining_is_set_in_mounted_apps_too(autojump_clock: Any) -> None:
     assert inner.draining.is_set()
 
 
-async def test_several_drains_at_once_all_return_when_idle(autojump_clock: Any) -> None:
+async def test_several_drains_at_once_all_return_when_idle(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
     app = sleepy_app(log, 4)
     finished: list[float] = []
@@ -409,7 +409,7 @@ async def test_several_drains_at_once_all_return_when_idle(autojump_clock: Any) 
     assert log == ["answered at 4"]
 
 
-async def test_drain_with_zero_timeout_cancels_at_once(autojump_clock: Any) -> None:
+async def test_drain_with_zero_timeout_cancels_at_once(autojump_clock: trio.abc.Clock) -> None:
     log: list[str] = []
     app = sleepy_app(log, 4)
 
@@ -479,7 +479,7 @@ def test_a_request_outside_trio_fails_with_the_fix() -> None:
 
 
 def test_outside_any_event_loop_says_so() -> None:
-    coroutine = Triolette()(http_scope(), None, None)  # type: ignore[arg-type]
+    coroutine = Triolette()(http_scope(), None, None)  # type: ignore[arg-type]  # never called
     with pytest.raises(RuntimeError, match=r"called from outside any event loop"):
         coroutine.send(None)
 
@@ -494,4 +494,4 @@ def test_hypercorns_asyncio_worker_stops_with_the_message() -> None:
     config.accesslog = None
     config.errorlog = None
     with pytest.raises(LifespanFailureError, match=r"triolette runs under trio only.*--worker-class trio"):
-        asyncio.run(serve(Triolette(), config, mode="asgi"))  # type: ignore[arg-type]
+        asyncio.run(serve(Triolette(), config, mode="asgi"))  # type: ignore[arg-type]  # hypercorn types an app with its own scope TypedDicts

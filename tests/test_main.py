@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from triolette.__main__ import build_parser, main
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "site_app.py").write_text(
         "import contextlib\n"
         "from triolette.applications import Triolette\n"
@@ -120,6 +121,33 @@ def test_a_failed_startup_exits_1_with_the_message(project: Path, capsys: pytest
     assert err.endswith("triolette: error: application startup failed: RuntimeError: database unreachable\n")
 
 
+@pytest.mark.parametrize(
+    ("source", "logged"),
+    [
+        ("raise RuntimeError('not in a worker')\n", "RuntimeError: not in a worker"),
+        ("app = None\n", "'worker_only:app' is None, not an ASGI app"),
+    ],
+    ids=["module-raises", "no-attribute"],
+)
+def test_an_app_that_imports_here_but_not_in_a_worker_is_one_line_and_exit_2(
+    project: Path, source: str, logged: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (project / "worker_only.py").write_text(
+        "import multiprocessing\n"
+        "from triolette.applications import Triolette\n"
+        "if multiprocessing.parent_process() is None:\n"
+        "    app = Triolette()\n"
+        "else:\n" + "".join(f"    {line}\n" for line in source.splitlines())
+    )
+    try:
+        assert main(["worker_only:app", "--port", "0", "--workers", "2", "--log-level", "error"]) == 2
+    finally:
+        sys.modules.pop("worker_only", None)
+    err = capfd.readouterr().err  # the workers' log lines are on the file descriptor
+    assert logged in err
+    assert err.endswith("triolette: error: a worker could not import worker_only:app (its error is logged above)\n")
+
+
 def test_a_port_in_use_is_one_line_and_exit_1(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
@@ -184,7 +212,8 @@ def test_a_plain_function_is_refused_at_startup_in_one_line(
 def test_an_app_whose_signature_cannot_be_read_is_let_through(project: Path) -> None:
     (project / "site_builtin.py").write_text("app = max\n")  # inspect.signature(max) raises ValueError
     try:
-        assert triolette._server.load_app("site_builtin:app") is max
+        loaded: object = triolette._server.load_app("site_builtin:app")
+        assert loaded is max
     finally:
         sys.modules.pop("site_builtin", None)
 

@@ -21,6 +21,7 @@ from triolette.middleware.trustedhost import TrustedHostMiddleware
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route
+from triolette.types import Message
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ async def _slow(request: Request) -> Response:
 
 
 @pytest.mark.usefixtures("collector_off")
-async def test_a_cancelled_request_leaves_no_cyclic_garbage(autojump_clock: Any) -> None:
+async def test_a_cancelled_request_leaves_no_cyclic_garbage(autojump_clock: trio.abc.Clock) -> None:
     """A request cancelled by its deadline (answered 503) is freed by reference counting
     like any other: _drive's frame must not keep trio's Error outcome (whose Cancelled's
     traceback holds that same frame)."""
@@ -97,7 +98,7 @@ async def _endless(request: Request) -> Response:
 
 
 @pytest.mark.usefixtures("collector_off")
-async def test_a_request_cancelled_by_a_disconnect_leaves_no_cyclic_garbage(autojump_clock: Any) -> None:
+async def test_a_request_cancelled_by_a_disconnect_leaves_no_cyclic_garbage(autojump_clock: trio.abc.Clock) -> None:
     app = Triolette(routes=[Route("/", _endless)])
 
     async def one() -> None:
@@ -131,20 +132,20 @@ async def test_a_websocket_whose_handler_leaves_the_disconnect_unhandled_leaves_
     app = Triolette(routes=[WebSocketRoute("/ws", _echo_until_gone)])
 
     async def one() -> dict[str, Any]:
-        incoming = iter(
+        incoming: Iterator[Message] = iter(
             [
                 {"type": "websocket.connect"},
                 {"type": "websocket.receive", "text": "hi"},
                 {"type": "websocket.disconnect", "code": 1000},
             ]
         )
-        sent: list[dict[str, Any]] = []
+        sent: list[Message] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             await trio.lowlevel.checkpoint()
             return next(incoming)
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
         scope = {**http_scope("/ws"), "type": "websocket", "subprotocols": []}

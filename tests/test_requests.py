@@ -492,7 +492,7 @@ async def test_push_promise_and_early_hints_only_where_supported() -> None:
     await plain.send_early_hints("</style.css>; rel=preload")
     assert sent == []
 
-    extensions = {"http.response.push": {}, "http.response.early_hint": {}}
+    extensions: dict[str, dict[str, Any]] = {"http.response.push": {}, "http.response.early_hint": {}}
     headers = [(b"accept", b"text/html"), (b"accept-language", b"fr"), (b"cookie", b"secret=1")]
     capable = Request(http_scope(headers=headers, extensions=extensions), receiving(), send)
     await capable.send_push_promise("/style.css")

@@ -253,7 +253,7 @@ def test_background_task_has_finished_when_the_client_returns() -> None:
 
 
 def test_streaming_async_and_sync_iterators() -> None:
-    async def numbers() -> AsyncIterator[str | bytes]:
+    async def numbers() -> AsyncIterator[str | bytes | memoryview]:
         for n in range(3):
             yield str(n)
         yield b"|"
@@ -376,13 +376,14 @@ async def test_streaming_as_a_websocket_denial_and_stream_response() -> None:
     assert send.body == b"denied"
 
     plain = Recorder()
-    await StreamingResponse(iter([b"a", "b"])).stream_response(plain)
+    chunks: list[str | bytes] = [b"a", "b"]
+    await StreamingResponse(iter(chunks)).stream_response(plain)
     assert plain.types == ["http.response.start", "http.response.body", "http.response.body", "http.response.body"]
     assert plain.body == b"ab"
 
 
 async def test_listen_for_disconnect_returns_on_disconnect() -> None:
-    messages = [{"type": "http.request", "body": b""}, {"type": "http.disconnect"}]
+    messages: list[Message] = [{"type": "http.request", "body": b""}, {"type": "http.disconnect"}]
 
     async def receive() -> Message:
         await trio.lowlevel.checkpoint()

@@ -7,6 +7,8 @@ Each test drives the app through hand-written ASGI servers (``FakeServer`` or a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +27,7 @@ from triolette.middleware.body_limit import RequestBodyLimitMiddleware
 from triolette.requests import Request
 from triolette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Mount, Route, Router, WebSocketRoute
-from triolette.types import Message
+from triolette.types import Message, Receive, Scope, Send
 from triolette.websockets import WebSocket
 
 # -- defect 1: a server that keeps answering is not buffered without bound ------------------
@@ -89,7 +91,9 @@ async def test_watcher_buffer_is_capped_by_message_count() -> None:
 # -- defect 2: an exception from receive() in the watcher reaches the app, or nobody --------
 
 
-async def test_body_limit_middleware_answers_413_to_an_endpoint_that_never_reads(autojump_clock: Any) -> None:
+async def test_body_limit_middleware_answers_413_to_an_endpoint_that_never_reads(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async def endpoint(request: Request) -> Response:
         await trio.sleep(1)  # the watcher reads the (too long) body meanwhile
         return PlainTextResponse("never read")
@@ -104,7 +108,7 @@ async def test_body_limit_middleware_answers_413_to_an_endpoint_that_never_reads
     assert (b"content-type", b"text/plain; charset=utf-8") in start["headers"]
 
 
-async def test_receive_error_in_the_watcher_reaches_the_app_on_its_next_read(autojump_clock: Any) -> None:
+async def test_receive_error_in_the_watcher_reaches_the_app_on_its_next_read(autojump_clock: trio.abc.Clock) -> None:
     calls = 0
 
     async def receive() -> Message:
@@ -136,7 +140,7 @@ async def test_receive_error_in_the_watcher_reaches_the_app_on_its_next_read(aut
     assert sent[0]["status"] == 200
 
 
-async def test_receive_error_in_the_watcher_is_dropped_when_the_app_never_reads(autojump_clock: Any) -> None:
+async def test_receive_error_in_the_watcher_is_dropped_when_the_app_never_reads(autojump_clock: trio.abc.Clock) -> None:
     async def receive() -> Message:
         raise OSError("connection reset")
 
@@ -158,7 +162,7 @@ async def test_receive_error_in_the_watcher_is_dropped_when_the_app_never_reads(
 # -- defect 3: a single failing child that is an ExceptionGroup is raised as itself ---------
 
 
-async def test_single_failing_child_exception_group_is_raised_as_itself(autojump_clock: Any) -> None:
+async def test_single_failing_child_exception_group_is_raised_as_itself(autojump_clock: trio.abc.Clock) -> None:
     async def fails() -> None:
         await trio.sleep(1)
         raise ExceptionGroup("the child's own group", [ValueError("a"), KeyError("b")])
@@ -183,7 +187,7 @@ async def test_lifespan_raising_an_exception_group_raises_the_group() -> None:
     @asynccontextmanager
     async def lifespan(app: Triolette) -> Any:
         raise ExceptionGroup("startup failed", [ValueError("db"), KeyError("cache")])
-        yield  # pragma: no cover
+        yield  # type: ignore[unreachable]  # pragma: no cover - the yield only makes this a generator
 
     app = Triolette(lifespan=lifespan)
     with pytest.raises(ExceptionGroup) as info:
@@ -195,7 +199,7 @@ async def test_lifespan_raising_an_exception_group_raises_the_group() -> None:
 # -- defect 5: body_timeout also holds for a body without Content-Length ----------------------
 
 
-async def test_body_timeout_holds_for_a_body_without_content_length(autojump_clock: Any) -> None:
+async def test_body_timeout_holds_for_a_body_without_content_length(autojump_clock: trio.abc.Clock) -> None:
     async def late_reader(request: Request) -> Response:
         await trio.sleep(1)  # the watcher starts meanwhile, and reads for the app
         return await read_body(request)
@@ -211,7 +215,7 @@ async def test_body_timeout_holds_for_a_body_without_content_length(autojump_clo
 # -- defect 6: the buffered byte count never goes negative ------------------------------------
 
 
-async def test_buffered_byte_count_is_never_negative(autojump_clock: Any) -> None:
+async def test_buffered_byte_count_is_never_negative(autojump_clock: trio.abc.Clock) -> None:
     counts: list[int] = []
 
     async def endpoint(request: Request) -> Response:
@@ -232,7 +236,7 @@ async def test_buffered_byte_count_is_never_negative(autojump_clock: Any) -> Non
 # -- defect 7: a mounted Triolette app's settings apply ---------------------------------------
 
 
-async def test_mounted_app_timeout_applies(autojump_clock: Any) -> None:
+async def test_mounted_app_timeout_applies(autojump_clock: trio.abc.Clock) -> None:
     async def slow(request: Request) -> Response:
         await trio.sleep(10)
         return PlainTextResponse("late")  # pragma: no cover
@@ -246,7 +250,7 @@ async def test_mounted_app_timeout_applies(autojump_clock: Any) -> None:
     assert trio.current_time() == 2
 
 
-async def test_mounted_app_stricter_body_limit_applies(autojump_clock: Any) -> None:
+async def test_mounted_app_stricter_body_limit_applies(autojump_clock: trio.abc.Clock) -> None:
     inner = Triolette(routes=[Route("/", read_body, methods=["POST"])], max_body_size=3)
     outer = Triolette(routes=[Mount("/inner", inner)])
     server = FakeServer()
@@ -255,7 +259,7 @@ async def test_mounted_app_stricter_body_limit_applies(autojump_clock: Any) -> N
     assert server.status == 413
 
 
-async def test_mounted_app_cannot_loosen_the_outer_body_limit(autojump_clock: Any) -> None:
+async def test_mounted_app_cannot_loosen_the_outer_body_limit(autojump_clock: trio.abc.Clock) -> None:
     inner = Triolette(routes=[Route("/", read_body, methods=["POST"])])  # default 16 MiB
     outer = Triolette(routes=[Mount("/inner", inner)], max_body_size=3)
     server = FakeServer()
@@ -264,7 +268,7 @@ async def test_mounted_app_cannot_loosen_the_outer_body_limit(autojump_clock: An
     assert server.status == 413
 
 
-async def test_mounted_app_cancel_on_disconnect_false_applies(autojump_clock: Any) -> None:
+async def test_mounted_app_cancel_on_disconnect_false_applies(autojump_clock: trio.abc.Clock) -> None:
     finished: list[float] = []
 
     async def endpoint(request: Request) -> Response:
@@ -283,7 +287,7 @@ async def test_mounted_app_cancel_on_disconnect_false_applies(autojump_clock: An
     assert finished == [5]
 
 
-async def test_mounted_app_counts_its_requests_in_flight_and_drain_waits(autojump_clock: Any) -> None:
+async def test_mounted_app_counts_its_requests_in_flight_and_drain_waits(autojump_clock: trio.abc.Clock) -> None:
     counts: list[int] = []
 
     async def endpoint(request: Request) -> Response:
@@ -322,7 +326,7 @@ class StallingServer(FakeServer):
         self.sent.append(message)
 
 
-def _big_file(tmp_path: Any) -> Any:
+def _big_file(tmp_path: Path) -> Path:
     path = tmp_path / "big.bin"
     path.write_bytes(b"x" * (FileResponse.chunk_size * 4))
     return path
@@ -332,7 +336,7 @@ def _big_file(tmp_path: Any) -> Any:
 # (the autojump clock would jump while the thread works).
 
 
-async def test_file_response_on_its_own_stops_when_the_client_disconnects(tmp_path: Any) -> None:
+async def test_file_response_on_its_own_stops_when_the_client_disconnects(tmp_path: Path) -> None:
     server = StallingServer()
     server.request()
     with trio.fail_after(10):
@@ -344,7 +348,7 @@ async def test_file_response_on_its_own_stops_when_the_client_disconnects(tmp_pa
     assert not server.response_complete
 
 
-async def test_file_response_background_runs_after_a_disconnect_midway(tmp_path: Any) -> None:
+async def test_file_response_background_runs_after_a_disconnect_midway(tmp_path: Path) -> None:
     ran: list[str] = []
 
     async def background() -> None:
@@ -365,7 +369,7 @@ async def test_file_response_background_runs_after_a_disconnect_midway(tmp_path:
     assert not server.response_complete
 
 
-async def test_streaming_response_background_runs_after_a_disconnect_midway(autojump_clock: Any) -> None:
+async def test_streaming_response_background_runs_after_a_disconnect_midway(autojump_clock: trio.abc.Clock) -> None:
     ran: list[float] = []
 
     async def background() -> None:
@@ -419,17 +423,17 @@ def test_invalid_max_body_size_is_refused_everywhere(where: str, value: Any) -> 
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse("")  # pragma: no cover
 
-    build = {
+    builders: dict[str, Callable[[], object]] = {
         "Route": lambda: Route("/", endpoint, max_body_size=value),
         "Mount": lambda: Mount("/m", routes=[], max_body_size=value),
         "Router": lambda: Router(routes=[], max_body_size=value),
         "Triolette": lambda: Triolette(max_body_size=value),
-    }[where]
+    }
     with pytest.raises(ValueError, match=r"max_body_size must be a non-negative number of bytes or None, got "):
-        build()
+        builders[where]()
 
 
-async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: Any) -> None:
+async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: trio.abc.Clock) -> None:
     app = Triolette(routes=[Route("/", read_body, methods=["POST"])], max_body_size=None)
     assert app.max_body_size == 16 * 1024 * 1024  # not set on the app: the default limit
     server = FakeServer()
@@ -447,14 +451,14 @@ async def test_max_body_size_none_means_not_set_everywhere(autojump_clock: Any) 
 # -- a stricter limit entered late re-checks what was read ----------------------------------
 
 
-async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojump_clock: Any) -> None:
+async def test_a_stricter_limit_entered_late_rechecks_bytes_already_read(autojump_clock: trio.abc.Clock) -> None:
     ran: list[str] = []
 
     async def endpoint(request: Request) -> Response:
         ran.append("endpoint")  # pragma: no cover
         return PlainTextResponse("")  # pragma: no cover
 
-    async def peek(scope: Any, receive: Any, send: Any) -> None:
+    async def peek(scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()  # an outer layer reads the first chunk itself
         chunks = [message]
 
@@ -481,7 +485,7 @@ class WrapBoth:
         self.app = app
         self.seen: list[str] = []
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def wrapped_receive() -> Message:
             message: Message = await receive()
             self.seen.append(message["type"])
@@ -494,7 +498,7 @@ class WrapBoth:
         await self.app(scope, wrapped_receive, wrapped_send)
 
 
-async def test_owns_tells_the_scopes_own_receive_and_send_from_wrapped_ones(autojump_clock: Any) -> None:
+async def test_owns_tells_the_scopes_own_receive_and_send_from_wrapped_ones(autojump_clock: trio.abc.Clock) -> None:
     answers: list[tuple[bool, bool]] = []
 
     async def endpoint(request: Request) -> Response:
@@ -511,7 +515,7 @@ async def test_owns_tells_the_scopes_own_receive_and_send_from_wrapped_ones(auto
     assert answers == [(True, True), (False, True)]
 
 
-async def test_body_and_limit_through_a_middleware_that_wraps_receive(autojump_clock: Any) -> None:
+async def test_body_and_limit_through_a_middleware_that_wraps_receive(autojump_clock: trio.abc.Clock) -> None:
     wrapper: list[WrapBoth] = []
 
     def wrap(app: Any) -> Any:
@@ -534,7 +538,7 @@ async def test_body_and_limit_through_a_middleware_that_wraps_receive(autojump_c
     assert (server.status, server.body) == (413, b"Content Too Large")
 
 
-async def test_streaming_through_a_middleware_that_wraps_send(autojump_clock: Any) -> None:
+async def test_streaming_through_a_middleware_that_wraps_send(autojump_clock: trio.abc.Clock) -> None:
     async def chunks() -> Any:
         for part in (b"a", b"b", b"c"):
             yield part
@@ -550,7 +554,9 @@ async def test_streaming_through_a_middleware_that_wraps_send(autojump_clock: An
     assert server.response_complete
 
 
-async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_error(autojump_clock: Any) -> None:
+async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_error(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async def chunks() -> Any:
         yield b"a"
         raise KeyError("midway")
@@ -575,7 +581,9 @@ async def test_a_handled_exception_after_the_start_through_a_wrapped_send_is_an_
 
 
 @pytest.mark.parametrize(("cap", "most"), [(None, 128 * 1024), (16 * 1024, 16 * 1024)])
-async def test_watcher_holds_a_small_capped_part_of_an_unread_body(autojump_clock: Any, cap: Any, most: int) -> None:
+async def test_watcher_holds_a_small_capped_part_of_an_unread_body(
+    autojump_clock: trio.abc.Clock, cap: Any, most: int
+) -> None:
     chunk = b"x" * 8192
     held: list[tuple[int, int]] = []
 
@@ -614,7 +622,7 @@ class QueueServer:
         self.put = 0  # body chunks the reader got into the queue
         self.sent: list[Message] = []
 
-    def scope(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    def scope(self, headers: list[tuple[bytes, bytes]]) -> Scope:
         scope = http_scope("POST", headers=headers)
         scope["extensions"] = {CONNECTION_EXTENSION: self.queue}
         return scope
@@ -649,6 +657,7 @@ held: list[Any] = []
 def _endpoint(log: list[Any], *, reads_late: bool = False) -> Any:
     async def endpoint(request: Request) -> Response:
         rs = get_request_scope(request.scope)
+        assert rs is not None
         held.append(rs)
         try:
             await trio.sleep(10 if reads_late else math.inf)
@@ -673,7 +682,7 @@ def _endpoint(log: list[Any], *, reads_late: bool = False) -> Any:
     ids=["length", "chunked"],
 )
 async def test_defect_14_disconnect_behind_unread_16_mib_body_cancels_handler(
-    autojump_clock: Any, headers: Any
+    autojump_clock: trio.abc.Clock, headers: Any
 ) -> None:
     log: list[Any] = []
     server = QueueServer()
@@ -685,7 +694,7 @@ async def test_defect_14_disconnect_behind_unread_16_mib_body_cancels_handler(
 
 
 async def test_defect_14_with_cancel_on_disconnect_false_the_app_reads_what_was_queued_then_the_disconnect(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     log: list[Any] = []
     server = QueueServer()
@@ -697,13 +706,14 @@ async def test_defect_14_with_cancel_on_disconnect_false_the_app_reads_what_was_
 
 
 async def test_defect_14_the_watcher_reads_on_to_the_disconnect_when_the_connection_closes(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     server = QueueServer()
     seen: list[Any] = []
 
     async def polls(request: Request) -> Response:
         rs = get_request_scope(request.scope)
+        assert rs is not None
         held.append(rs)
         with trio.CancelScope(shield=True):
             await trio.sleep(1)  # the client leaves meanwhile
@@ -722,7 +732,7 @@ async def test_defect_14_the_watcher_reads_on_to_the_disconnect_when_the_connect
 
 
 async def test_defect_14_a_connection_that_closed_before_the_watcher_filled_up_is_seen_when_it_does(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     queue = _AppQueue(20)
     for _ in range(12):  # 768 KiB the server took, then the client left (a write to it failed)
@@ -754,7 +764,7 @@ async def test_defect_14_a_connection_that_closed_before_the_watcher_filled_up_i
 
 
 async def test_defect_14_a_websocket_client_that_floods_then_leaves_ends_a_handler_blocked_elsewhere(
-    autojump_clock: Any,
+    autojump_clock: trio.abc.Clock,
 ) -> None:
     # A handler that accepted, then waits on something else (a pub/sub feed) and never reads:
     # the client sends 200 messages of 64 KiB and leaves. The watcher holds at most 64

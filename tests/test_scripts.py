@@ -35,10 +35,10 @@ def checkout(tmp_path: Path) -> Path:
             tool.write_text(RECORDER.format(name=name))
             tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     # PATH is that bin folder alone: the few tools the scripts use, and no chromedriver.
-    for tool in ("bash", "dirname", "id", "cat", "cksum"):
-        found = shutil.which(tool)
-        assert found is not None, f"{tool} is not installed"
-        (tmp_path / "bin" / tool).symlink_to(found)
+    for program in ("bash", "dirname", "id", "cat", "cksum"):
+        found = shutil.which(program)
+        assert found is not None, f"{program} is not installed"
+        (tmp_path / "bin" / program).symlink_to(found)
     return project
 
 
@@ -106,7 +106,11 @@ def test_the_test_command_installs_no_system_packages(checkout: Path) -> None:
     assert "Installing triolette[full] and the dev group into .venv" in out
     assert not [call for call in calls if call.startswith("apt-get")]
     assert "-e .[full] --group dev" in installs(calls)[1]
-    assert calls[-3:-1] == ["ruff check src tests examples benchmarks", "mypy "]
+    assert calls[-4:-1] == [
+        "ruff check src tests examples benchmarks",
+        "ruff format --check src tests examples benchmarks",
+        "mypy ",
+    ]
     assert calls[-1].startswith("python -m pytest -p no:cacheprovider --cov")
     _, calls = run("scripts/test", checkout)
     assert installs(calls) == []  # installed already

@@ -12,7 +12,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from triolette._server import (
     AppImportError,
     ServerOptions,
     StartupFailed,
+    _Supervisor,
     bound_unread_sends,
     load_app,
     serve,
@@ -37,6 +38,7 @@ from triolette.applications import Triolette
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route
+from triolette.types import Receive, Scope, Send
 
 # -- options ------------------------------------------------------------------------------------
 
@@ -99,14 +101,14 @@ def test_importing_triolette_does_not_import_hypercorn() -> None:
     assert result.stdout.strip() == "triolette._server"
     assert triolette.serve is serve
     with pytest.raises(AttributeError, match=r"module 'triolette' has no attribute 'nothing'"):
-        _ = triolette.nothing  # type: ignore[attr-defined]
+        _ = triolette.nothing
 
 
 # -- loading the app ----------------------------------------------------------------------------
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "shop.py").write_text(
         "from triolette.applications import Triolette\napp = Triolette()\nclass holder:\n    app = app\nnumber = 3\n"
     )
@@ -118,7 +120,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_load_app_finds_the_attribute(project: Path) -> None:
-    import shop  # type: ignore[import-not-found]
+    import shop  # type: ignore[import-not-found]  # written by the project fixture
 
     assert load_app("shop:app") is shop.app
     assert load_app("shop:holder.app") is shop.app
@@ -266,11 +268,35 @@ async def test_a_failed_startup_raises_with_the_message() -> None:
     @contextlib.asynccontextmanager
     async def lifespan(app: Triolette) -> AsyncIterator[None]:
         raise RuntimeError("database unreachable")
-        yield  # pragma: no cover
+        yield  # type: ignore[unreachable]  # pragma: no cover - the yield only makes this a generator
 
     with trio.fail_after(10), pytest.raises(StartupFailed, match=r"^RuntimeError: database unreachable$") as info:
         await serve_in_trio(Triolette(lifespan=lifespan), ServerOptions(port=0, log_level="critical"))
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def raw_app_leaving_the_lifespan(after: int) -> Any:
+    """A plain ASGI app that returns from the lifespan scope after ``after`` messages, unanswered."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            for _ in range(after):
+                await receive()
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"served"})
+
+    return app
+
+
+@pytest.mark.parametrize("after", [0, 1], ids=["at-once", "after-startup"])
+async def test_a_raw_app_that_returns_from_the_lifespan_scope_is_served_without_lifespan(after: int) -> None:
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with serving(raw_app_leaving_the_lifespan(after), stop) as (url, _), httpx.AsyncClient() as client:
+            answer = await client.get(f"{url}/")
+            stop.set()
+    assert (answer.status_code, answer.text) == (200, "served")
 
 
 def test_serve_runs_until_the_signal(project: Path) -> None:
@@ -292,7 +318,7 @@ def test_serve_runs_until_the_signal(project: Path) -> None:
     )
     try:
         serve("selfstop:app", port=0, log_level="warning")
-        import selfstop  # type: ignore[import-not-found]
+        import selfstop  # type: ignore[import-not-found]  # written by this test
 
         assert selfstop.events == ["startup", "shutdown"]
     finally:
@@ -412,16 +438,14 @@ class StandInContext:
 
 
 @pytest.fixture
-def supervisor() -> Any:
-    from triolette._server import _Supervisor
-
+def supervisor(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Supervisor]:
     made = _Supervisor("app:app", ServerOptions(port=0), workers=1, reload=False)
 
     async def wait_exit(process: StandInProcess) -> None:  # in this thread: virtual time stays exact
         await trio.lowlevel.checkpoint()
         process.join()
 
-    made.wait_exit = wait_exit
+    monkeypatch.setattr(made, "wait_exit", wait_exit)
     yield made
     made.close_sockets()
 

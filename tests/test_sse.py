@@ -22,7 +22,7 @@ from triolette.responses import Response
 from triolette.routing import Route
 from triolette.sse import EventSourceResponse, ServerSentEvent, encode_comment, encode_event
 from triolette.testclient import TestClient
-from triolette.types import Message
+from triolette.types import Message, Receive, Scope, Send
 
 from .conftest import http_scope
 
@@ -581,7 +581,7 @@ async def test_on_its_own_without_ping_it_starts_no_task(autojump_clock: trio.ab
 
     tasks: list[int] = []
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         async def count_tasks() -> None:
             await trio.sleep(5)
             rs = get_request_scope(scope)

@@ -39,7 +39,7 @@ from triolette.routing import (
     websocket_session,
 )
 from triolette.testclient import AsyncTestClient, TestClient
-from triolette.types import ASGIApp, Lifespan
+from triolette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 from triolette.websockets import WebSocket
 
 
@@ -83,7 +83,7 @@ class Tagging:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["tagged"] = True
         await self.app(scope, receive, send)
 
@@ -208,13 +208,12 @@ async def test_app_subclass_that_skips_init_cancels_the_endpoint_when_the_client
             await trio.sleep_forever()
         finally:
             finished.append("cleanup")
-        return PlainTextResponse("never")  # pragma: no cover - cancelled above
 
     async def receive() -> dict[str, Any]:
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:  # pragma: no cover - nothing is sent
+    async def send(message: Message) -> None:  # pragma: no cover - nothing is sent
         raise AssertionError(message)
 
     app = PlainApp([Route("/", slow)])
@@ -235,7 +234,6 @@ async def test_app_subclass_with_its_own_stack_answers_a_failed_request_task_wit
 
         request.nursery.start_soon(fail)
         await trio.sleep_forever()
-        return PlainTextResponse("never")  # pragma: no cover - the failure cancels it
 
     class NoErrorLayerApp(PlainApp):
         def build_middleware_stack(self) -> ASGIApp:
@@ -314,7 +312,7 @@ async def test_route_subclass_that_skips_init_inherits_cancel_on_disconnect() ->
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         pass
 
     route = PlainRoute("/", runs_on)
@@ -422,7 +420,7 @@ async def test_app_subclass_that_skips_init_takes_cancel_on_disconnect_from_a_cl
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         pass
 
     with trio.fail_after(5):
@@ -457,15 +455,13 @@ async def test_app_subclass_that_skips_init_takes_graceful_timeout_from_a_class_
             await trio.sleep_forever()
         finally:
             ended.append(trio.current_time())
-        return PlainTextResponse("never")  # pragma: no cover - drained
 
     app = QuickDrain([Route("/", stuck)])
 
     async def receive() -> dict[str, Any]:
         await trio.sleep_forever()
-        return {}  # pragma: no cover
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         pass
 
     with trio.fail_after(60):

@@ -54,9 +54,9 @@ def test_template_response(template_dir: Path) -> None:
 def test_test_client_sees_template_and_context(template_dir: Path) -> None:
     templates = Jinja2Templates(directory=template_dir, context_processors=[greeting])
     response = make_client(templates).get("/")
-    assert response.template.name == "index.html"  # type: ignore[attr-defined]
-    assert response.context["name"] == "<b>World</b>"  # type: ignore[attr-defined]
-    assert isinstance(response.context["request"], Request)  # type: ignore[attr-defined]
+    assert response.template.name == "index.html"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
+    assert response.context["name"] == "<b>World</b>"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
+    assert isinstance(response.context["request"], Request)  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
 
 
 def test_status_headers_media_type_and_background(template_dir: Path) -> None:
@@ -118,21 +118,21 @@ def test_context_is_not_changed_in_place(template_dir: Path) -> None:
 
 def test_directory_or_env_but_not_both(template_dir: Path) -> None:
     with pytest.raises(AssertionError, match=r"^either 'directory' or 'env' arguments must be passed: .* got neither"):
-        Jinja2Templates()  # type: ignore[call-overload]
+        Jinja2Templates()  # type: ignore[call-overload]  # the wrong arguments are the point
     with pytest.raises(AssertionError, match=r"got both"):
-        Jinja2Templates(directory=template_dir, env=jinja2.Environment())  # type: ignore[call-overload]
+        Jinja2Templates(directory=template_dir, env=jinja2.Environment())  # type: ignore[call-overload]  # the wrong arguments are the point
 
 
 def test_request_must_come_first(template_dir: Path) -> None:
     templates = Jinja2Templates(directory=template_dir)
     with pytest.raises(TypeError, match=r"TemplateResponse takes the request first, then the template name"):
-        templates.TemplateResponse(None, "index.html")  # type: ignore[arg-type]
+        templates.TemplateResponse(None, "index.html")  # type: ignore[arg-type]  # the wrong argument is the point
 
 
 def test_the_0x_argument_order_hint_shows_the_right_call(template_dir: Path) -> None:
     templates = Jinja2Templates(directory=template_dir)
     with pytest.raises(TypeError) as info:
-        templates.TemplateResponse("index.html", {"request": None})  # type: ignore[arg-type]
+        templates.TemplateResponse("index.html", {"request": None})  # type: ignore[arg-type]  # the wrong argument is the point
     message = str(info.value)
     assert "got the template name 'index.html' first" in message
     assert "Write TemplateResponse(request, 'index.html', context)" in message
@@ -143,7 +143,7 @@ def test_the_0x_argument_order_answers_500_with_the_hint_on_the_debug_page(templ
     templates = Jinja2Templates(directory=template_dir)
 
     async def homepage(request: Request) -> Response:
-        return templates.TemplateResponse("index.html", {"request": request})  # type: ignore[arg-type]
+        return templates.TemplateResponse("index.html", {"request": request})  # type: ignore[arg-type]  # 0.x order
 
     app = Triolette(debug=True, routes=[Route("/", homepage)])
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -25,7 +25,7 @@ from triolette.requests import Request
 from triolette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from triolette.routing import Route, WebSocketRoute
 from triolette.testclient import AsyncTestClient, WebSocketDenialResponse
-from triolette.types import Message
+from triolette.types import Message, Receive, Scope, Send
 from triolette.websockets import WebSocket, WebSocketDisconnect
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ async def test_closing_a_stream_waits_for_a_handler_that_is_not_cancelled(autoju
 
     app = Triolette(routes=[Route("/report", report, cancel_on_disconnect=False)])
     async with AsyncTestClient(app) as client:
-        async with client.stream("GET", "/report") as response, aclosing(response.aiter_bytes()) as chunks:
+        async with client.stream("GET", "/report") as response, aclosing(response.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"header\n"
         assert log == ["closed at 5"]
         assert trio.current_time() == 5
@@ -314,7 +314,7 @@ async def test_request_is_disconnected_after_the_client_left(autojump_clock: tri
         return StreamingResponse(ticks())
 
     async with AsyncTestClient(Triolette(routes=[Route("/", poll)])) as client:
-        async with client.stream("GET", "/") as response, aclosing(response.aiter_bytes()) as chunks:
+        async with client.stream("GET", "/") as response, aclosing(response.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"tick"
         assert seen == [True]
 
@@ -406,7 +406,7 @@ async def test_server_exceptions_are_raised_in_the_test() -> None:
 
 
 async def test_an_app_that_fails_before_answering() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             raise RuntimeError("no answer from me")
 
@@ -472,7 +472,7 @@ async def test_startup_and_shutdown_failures_are_raised() -> None:
     @asynccontextmanager
     async def bad_startup(app: Triolette) -> AsyncIterator[None]:
         raise ConnectionError("no database")
-        yield  # pragma: no cover
+        yield  # type: ignore[unreachable]  # pragma: no cover - the yield only makes this a generator
 
     @asynccontextmanager
     async def bad_shutdown(app: Triolette) -> AsyncIterator[None]:
@@ -730,21 +730,21 @@ async def test_nothing_the_client_starts_outlives_it(autojump_clock: trio.abc.Cl
             await websocket.send_text(text)
 
     app = events_app(log)
-    app.router.lifespan_context = lifespan  # type: ignore[assignment]  # swap in a lifespan for this test
+    app.router.lifespan_context = lifespan  # swap in a lifespan for this test
     app.add_websocket_route("/ws", echo)
 
     before = all_tasks()
     async with AsyncTestClient(app) as client:
         during = all_tasks()
         assert len(during) > len(before)  # the lifespan, with its service in app.nursery
-        async with client.stream("GET", "/events") as response, aclosing(response.aiter_bytes()) as chunks:
+        async with client.stream("GET", "/events") as response, aclosing(response.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             await anext(chunks)
         async with client.websocket_connect("/ws") as ws:
             await ws.send_text("x")
             assert await ws.receive_text() == "x"
         # a stream the test forgot to close: the client closes it on the way out
         left_open = await client.send(client.build_request("GET", "/events"), stream=True)
-        async with aclosing(left_open.aiter_bytes()) as chunks:
+        async with aclosing(left_open.aiter_bytes()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"data: 0\n\n"
         assert all_tasks() - during  # the forgotten stream's app is running
     assert all_tasks() == before
@@ -773,31 +773,31 @@ def test_the_module_exports() -> None:
 
 
 async def test_template_responses_show_their_template_and_context() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if "http.response.debug" in scope["extensions"]:
             await send({"type": "http.response.debug", "info": {"template": "index.html", "context": {"a": 1}}})
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"page"})
 
     response = await AsyncTestClient(app).get("/")
-    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]
+    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
 
 
 # -- protocol edges ---------------------------------------------------------------------------
 
 
 async def test_websocket_sessions_report_what_the_app_got_wrong() -> None:
-    async def ends_without_closing(scope: Any, receive: Any, send: Any) -> None:
+    async def ends_without_closing(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.send", "text": "bye"})
 
-    async def garbled_denial(scope: Any, receive: Any, send: Any) -> None:
+    async def garbled_denial(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
         await send({"type": "websocket.send", "text": "?"})
 
-    async def sends_before_accepting(scope: Any, receive: Any, send: Any) -> None:
+    async def sends_before_accepting(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.send", "text": "?"})
 
@@ -830,18 +830,18 @@ async def test_websocket_sessions_report_what_the_app_got_wrong() -> None:
 
 
 async def test_lifespan_protocol_errors_are_explained() -> None:
-    async def silent(scope: Any, receive: Any, send: Any) -> None:
+    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
 
-    async def confused(scope: Any, receive: Any, send: Any) -> None:
+    async def confused(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "lifespan.shutdown.complete"})
 
-    async def refuses(scope: Any, receive: Any, send: Any) -> None:
+    async def refuses(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "lifespan.startup.failed", "message": "not today"})
 
-    async def fails_to_stop(scope: Any, receive: Any, send: Any) -> None:
+    async def fails_to_stop(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "lifespan.startup.complete"})
         await receive()
@@ -859,7 +859,7 @@ async def test_lifespan_protocol_errors_are_explained() -> None:
 
 
 async def test_an_app_that_sends_after_completing_is_an_error() -> None:
-    async def twice(scope: Any, receive: Any, send: Any) -> None:
+    async def twice(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"one"})
         await send({"type": "http.response.body", "body": b"two"})
@@ -874,11 +874,11 @@ async def test_response_iterators_can_be_closed_halfway() -> None:
 
     async with AsyncTestClient(Triolette(routes=[Route("/", home)])) as client:
         response = await client.get("/")
-        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:
+        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert [chunk async for chunk in chunks] == [b"ab", b"cd", b"ef"]
-        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:
+        async with aclosing(response.aiter_bytes(chunk_size=2)) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"ab"
-        async with client.stream("GET", "/") as streamed, aclosing(streamed.aiter_lines()) as lines:
+        async with client.stream("GET", "/") as streamed, aclosing(streamed.aiter_lines()) as lines:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert [line async for line in lines] == ["abcdef"]
 
 
@@ -904,7 +904,7 @@ async def test_a_client_closing_while_another_task_holds_a_stream() -> None:
 
 
 async def test_leaving_the_client_raises_what_a_forgotten_stream_raised() -> None:
-    async def broken(scope: Any, receive: Any, send: Any) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             for step in ("startup", "shutdown"):
                 await receive()
@@ -953,14 +953,14 @@ async def test_async_testclient_refuses_each_response_message_out_of_order(messa
 async def test_a_response_completed_by_pathsend_ends_without_waiting_for_the_app(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
         await trio.sleep(10)  # background work after a complete response
 
     async def no_body() -> AsyncIterator[bytes]:
         return
-        yield b""  # pragma: no cover - makes this an async generator
+        yield b""  # type: ignore[unreachable]  # pragma: no cover - makes this an async generator
 
     exchange = HTTPExchange(app, http_scope(), no_body(), raise_server_exceptions=True)
     async with trio.open_nursery() as nursery:
@@ -1012,7 +1012,7 @@ DENIAL_BODY: Message = {"type": "websocket.http.response.body", "body": b"no"}
     ],
 )
 async def test_websocket_session_refuses_each_app_message_out_of_order(messages: list[Message], text: str) -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         for message in messages:
             await send(message)
@@ -1026,7 +1026,7 @@ async def test_websocket_session_refuses_each_app_message_out_of_order(messages:
 
 
 async def test_a_denial_response_in_parts_reaches_the_test_whole() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send(DENIAL)
         await send({"type": "websocket.http.response.body", "body": b"go ", "more_body": True})

@@ -13,6 +13,7 @@ import trio
 from triolette.applications import Triolette
 from triolette.routing import WebSocketRoute
 from triolette.testclient import AsyncTestClient, TestClient
+from triolette.types import Receive, Scope, Send
 from triolette.websockets import WebSocket, WebSocketDisconnect
 
 
@@ -70,7 +71,7 @@ async def test_async_leaving_websocket_connect_while_app_waits_raises_websocket_
 
 
 def test_leaving_websocket_connect_of_a_plain_asgi_app_raises_its_websocket_disconnect() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.accept"})
         message = await receive()
@@ -114,7 +115,7 @@ def test_testclient_backend_is_in_starlettes_position() -> None:
 
 def test_testclient_backend_asyncio_is_refused() -> None:
     with pytest.raises(ValueError, match=r"triolette runs on trio only, so TestClient\(backend='asyncio'\) cannot"):
-        TestClient(hello_app(), backend="asyncio")  # type: ignore[arg-type]
+        TestClient(hello_app(), backend="asyncio")  # type: ignore[arg-type]  # the refused backend is the point
 
 
 def test_testclient_backend_options_trio_run_does_not_take_are_refused() -> None:

@@ -62,24 +62,24 @@ def asgi2_function(scope: Scope) -> ASGIInstance:
 
 
 def test_asgi2_apps_work_in_the_test_client_http_and_websocket() -> None:
-    client = TestClient(ASGI2Echo)
+    client = TestClient(ASGI2Echo)  # type: ignore[arg-type]  # ASGI 2: run as ASGI 3; typed ASGIApp, as Starlette's
     response = client.get("/path")
     assert (response.status_code, response.text) == (200, "asgi2 /path")
     with client.websocket_connect("/ws") as websocket:
         websocket.send_text("hi")
         assert websocket.receive_text() == "asgi2: hi"
-    response = TestClient(asgi2_function).get("/")  # type: ignore[arg-type]
+    response = TestClient(asgi2_function).get("/")  # type: ignore[arg-type]  # ASGI 2, as above
     assert (response.status_code, response.text) == (201, "function")
 
 
 async def test_asgi2_apps_work_in_the_async_test_client_http_and_websocket() -> None:
-    async with AsyncTestClient(ASGI2Echo) as client:
+    async with AsyncTestClient(ASGI2Echo) as client:  # type: ignore[arg-type]  # ASGI 2, as above
         response = await client.get("/async")
         assert (response.status_code, response.text) == (200, "asgi2 /async")
         async with client.websocket_connect("/ws") as websocket:
             await websocket.send_text("hey")
             assert await websocket.receive_text() == "asgi2: hey"
-    response = await AsyncTestClient(asgi2_function).get("/")  # type: ignore[arg-type]
+    response = await AsyncTestClient(asgi2_function).get("/")  # type: ignore[arg-type]  # ASGI 2, as above
     assert (response.status_code, response.text) == (201, "function")
 
 
@@ -95,7 +95,7 @@ def app_sending(*messages: Message) -> Any:
         for message in messages:
             await send(message)
 
-    app.seen = seen  # type: ignore[attr-defined]
+    app.seen = seen  # type: ignore[attr-defined]  # read back by the test
     return app
 
 
@@ -199,7 +199,7 @@ def test_debug_info_is_in_response_extensions_template_and_context_only_when_pre
     )
     response = TestClient(app).get("/")
     assert response.extensions["http.response.debug"] == {"template": "page.html"}
-    assert response.template == "page.html"  # type: ignore[attr-defined]
+    assert response.template == "page.html"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
     assert not hasattr(response, "context")
     plain = TestClient(app_sending({"type": "http.response.start", "status": 200}, BODY_DONE)).get("/")
     assert "http.response.debug" not in plain.extensions
@@ -283,7 +283,7 @@ async def test_closing_the_async_client_aborts_every_streamed_response_still_ope
     with trio.fail_after(5):
         async with AsyncTestClient(endless_app(log)) as client:
             response = await client.send(client.build_request("GET", "/"), stream=True)
-            async with aclosing(response.aiter_raw()) as chunks:
+            async with aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
                 assert await anext(chunks) == b"tick"
     assert log == ["http.disconnect", "cancelled"]
 
@@ -323,7 +323,7 @@ async def test_closing_the_async_client_cancels_the_background_work_of_a_complet
     client = AsyncTestClient(complete_then_background(log, 3600))
     with trio.fail_after(7200):
         response = await client.send(client.build_request("GET", "/"), stream=True)
-        async with aclosing(response.aiter_raw()) as chunks:
+        async with aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"done"
         await client.aclose()
     assert log == ["cancelled"]
@@ -403,7 +403,7 @@ async def test_receive_answers_disconnect_at_once_after_the_response_is_complete
 
     with trio.fail_after(5):
         async with AsyncTestClient(app).stream("GET", "/") as response:
-            async with aclosing(response.aiter_raw()) as chunks:
+            async with aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
                 assert await anext(chunks) == b"done"
             await trio.testing.wait_all_tasks_blocked()
             assert log == ["http.disconnect"]  # while the response is still open on the client's side

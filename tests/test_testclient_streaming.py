@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import trio
@@ -14,6 +13,7 @@ from triolette.requests import Request
 from triolette.responses import StreamingResponse
 from triolette.routing import Route, WebSocketRoute
 from triolette.testclient import TestClient
+from triolette.types import Receive, Scope, Send
 from triolette.websockets import WebSocket
 
 
@@ -52,7 +52,7 @@ def test_an_endless_stream_read_for_three_events_then_closed(in_with_block: bool
     try:
         with client.stream("GET", "/events") as response:
             assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-            events = []
+            events: list[bytes] = []
             for chunk in response.iter_bytes():
                 # The app is at most one event ahead of the test: it waits for the test to read.
                 assert len(produced) <= len(events) + 2
@@ -112,10 +112,10 @@ def test_a_websocket_app_that_fails_during_the_handshake_raises_its_error() -> N
 
 
 def test_template_responses_show_their_template_and_context() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.debug", "info": {"template": "index.html", "context": {"a": 1}}})
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"page"})
 
     response = TestClient(app).get("/")
-    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]
+    assert (response.text, response.template, response.context) == ("page", "index.html", {"a": 1})  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's

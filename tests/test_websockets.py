@@ -23,7 +23,7 @@ from triolette.middleware import Middleware
 from triolette.responses import PlainTextResponse
 from triolette.routing import Mount, WebSocketRoute
 from triolette.testclient import TestClient
-from triolette.types import Message
+from triolette.types import Message, Receive, Scope, Send
 from triolette.websockets import (
     WebSocket,
     WebSocketClose,
@@ -897,7 +897,7 @@ def test_all_is_sorted() -> None:
 
 # -- the order of messages: the Outbox tables, with and without a RequestScope ---------------------
 
-DENIAL_EXTENSION = {"websocket.http.response": {}}
+DENIAL_EXTENSION: dict[str, dict[str, Any]] = {"websocket.http.response": {}}
 ACCEPT: Message = {"type": "websocket.accept", "subprotocol": None, "headers": []}
 CLOSE: Message = {"type": "websocket.close", "code": 1000, "reason": ""}
 DENIAL_START: Message = {"type": "websocket.http.response.start", "status": 403, "headers": []}
@@ -910,7 +910,7 @@ class WrapSend:
         self.app = app
         self.inject = inject
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def wrapped(message: Message) -> None:
             if self.inject is not None:  # a middleware that answers the handshake itself
                 inject, self.inject = self.inject, None
@@ -1076,7 +1076,7 @@ async def test_websocket_receive_after_the_disconnect_asks_the_server_nothing(se
         ):
             await websocket.receive()
 
-    client = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+    client: list[Message] = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
     await run_setup(setup, handler, client)
     assert outcome == ["websocket.disconnect", WebSocketState.DISCONNECTED]
     if setup == "no request scope":
@@ -1086,7 +1086,7 @@ async def test_websocket_receive_after_the_disconnect_asks_the_server_nothing(se
 async def test_in_a_request_scope_the_websocket_and_the_scope_share_one_state() -> None:
     states: list[WebSocketState] = []
 
-    async def raw(scope: Any, receive: Any, send: Any) -> None:
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
         websocket: WebSocket = WebSocket(scope, receive, send)
         await websocket.receive()
         await send(ACCEPT)  # the scope's own send, not the WebSocket's
@@ -1242,7 +1242,7 @@ async def test_the_state_attributes_can_be_set_as_in_starlette(setup: str) -> No
 async def test_a_message_over_the_size_limit_before_accept_is_refused_without_a_close_of_its_own() -> None:
     outcome: list[object] = []
 
-    async def raw(scope: Any, receive: Any, send: Any) -> None:
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
         websocket: WebSocket = WebSocket(scope, receive, send)
         await websocket.receive()
         try:

@@ -312,10 +312,10 @@ async def start_export(request: Request) -> Response:
 
 def _job(request: Request) -> ExportJob:
     require_user(request)
-    job = request.state.jobs.get(request.path_params["job_id"])
+    job: ExportJob | None = request.state.jobs.get(request.path_params["job_id"])
     if job is None:
         raise HTTPException(404, "No such export.")
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 async def export_progress(request: Request) -> Response:
@@ -429,7 +429,8 @@ def create_app(
     async def lifespan(app: Triolette) -> AsyncIterator[dict[str, Any]]:
         store = await app.nursery.start(store_service, database)
         async with Broadcast(broadcast or broadcast_url(), app=app) as channels:
-            app.state.jobs = jobs = {}  # kept on the app too, so a test can look after shutdown
+            jobs: dict[int, ExportJob] = {}
+            app.state.jobs = jobs  # kept on the app too, so a test can look after shutdown
             yield {"store": store, "broadcast": channels, "jobs": jobs, "presence": {}}
 
     app = Triolette(

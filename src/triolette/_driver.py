@@ -583,6 +583,32 @@ class _Server:
             connection.terminate()
 
 
+class _Lifespan(Lifespan):
+    """hypercorn's ``Lifespan``, serving on when the app returns from the lifespan scope.
+
+    ASGI lets an app without lifespan support raise or return there. hypercorn handles a
+    raise, but after a return it sends its next message into the channel it closed
+    (``ClosedResourceError`` at startup or at shutdown). Here that app is served without
+    lifespan events, as one that raised is.
+    """
+
+    async def wait_for_startup(self) -> None:
+        try:
+            await super().wait_for_startup()
+        except trio.ClosedResourceError:
+            await self._app_returned("startup")
+
+    async def wait_for_shutdown(self) -> None:
+        try:
+            await super().wait_for_shutdown()
+        except trio.ClosedResourceError:
+            await self._app_returned("shutdown")
+
+    async def _app_returned(self, phase: str) -> None:
+        self.supported = False
+        await self.config.log.info(f"The app returned from the lifespan scope before its {phase}: no lifespan events")
+
+
 async def serve_sockets(
     app: AppWrapper,
     config: Config,
@@ -598,7 +624,7 @@ async def serve_sockets(
     lifespan shutdown.
     """
     lifespan_state: dict[str, Any] = {}
-    lifespan = Lifespan(app, config, lifespan_state)
+    lifespan = _Lifespan(app, config, lifespan_state)
     context = WorkerContext(None)
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

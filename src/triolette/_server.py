@@ -484,7 +484,7 @@ def serve(
       certificate chain and private key (PEM files).
 
     Raises :class:`StartupFailed` when the app's lifespan startup fails, and
-    :class:`AppImportError` when the import string names nothing usable.
+    :class:`AppImportError` when the import string names nothing usable (here or in a worker).
     """
     options = ServerOptions(
         host=host,
@@ -522,6 +522,8 @@ def serve(
     code = trio.run(_supervise, app, options, workers, reload)
     if code == STARTUP_FAILED_EXIT:
         raise StartupFailed("a worker's startup failed (its error is logged above)")
+    if code in (BAD_APP_EXIT, BROKEN_APP_EXIT):  # it imported here, then not in the worker
+        raise AppImportError(f"a worker could not import {app} (its error is logged above)")
     if code:
         raise RuntimeError(f"a worker exited with code {code} (its error is logged above)")
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import queue
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from hypercorn.typing import Framework
 
 from examples.board.app import create_app
 from triolette.applications import Triolette
@@ -36,11 +37,13 @@ class BoardServer:
         config.accesslog = None
         started: queue.Queue[Any] = queue.Queue()
 
+        framework = cast(Framework, app)  # hypercorn types an app with its own scope TypedDicts
+
         async def main() -> None:
             stop = trio.Event()
             async with trio.open_nursery() as nursery:
                 binds = await nursery.start(
-                    lambda task_status: serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+                    lambda task_status: serve(framework, config, shutdown_trigger=stop.wait, task_status=task_status)
                 )
                 started.put((binds[0], stop, trio.lowlevel.current_trio_token()))
 

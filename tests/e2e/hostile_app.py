@@ -32,7 +32,9 @@ streams_open = 0  # /big responses that have not run their finally yet
 
 def task_count() -> int:
     """Every task of this trio run, the root included."""
-    count, tasks = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # called inside trio.run
+    count, tasks = 0, [root]
     while tasks:
         task = tasks.pop()
         count += 1

@@ -15,7 +15,7 @@ import h11
 import httpx
 import pytest
 import trio
-from httpx_ws import aconnect_ws
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
 from examples.board.app import create_app
 from tests.e2e.servers import running
@@ -56,6 +56,7 @@ class EventStream:
     async def _next_event(self) -> h11.Event:
         while (event := self.connection.next_event()) is h11.NEED_DATA:
             self.connection.receive_data(await self.stream.receive_some(65536))
+        assert isinstance(event, h11.Event)  # not PAUSED: the callers want a Response or Data
         return event
 
     async def next_line(self) -> str:
@@ -101,6 +102,8 @@ async def test_live_board_over_real_sockets(tmp_path: Path) -> None:
             assert (card["title"], card["author"], card["column"]) == ("Live card", "bob", "todo")
 
             ws_base = base.replace("http://", "ws://")
+            ada: AsyncWebSocketSession
+            bob: AsyncWebSocketSession
             async with (
                 aconnect_ws(f"{ws_base}/chat", tab_a) as ada,
                 aconnect_ws(f"{ws_base}/chat", tab_b) as bob,

@@ -48,6 +48,7 @@ def board_url(tmp_path: Path) -> Iterator[str]:
 def browser(profile: Path) -> Any:
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not try to download a driver
     options = webdriver.ChromeOptions()
+    assert CHROMIUM is not None  # the tests that use a browser are skipped without one
     options.binary_location = CHROMIUM
     for flag in (
         "--headless=new",

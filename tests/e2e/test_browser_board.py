@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
@@ -65,7 +65,7 @@ def row_text(driver: Any, xpath: str, *needles: str, timeout: float = 4) -> str:
 
     seen: list[str] = []
 
-    def found(d: Any) -> str | bool:
+    def found(d: Any) -> str | Literal[False]:
         for element in d.find_elements(By.XPATH, xpath):
             text: str = element.text
             seen.append(text)

@@ -202,6 +202,7 @@ async def _append(answers: list[httpx.Response], request: Any) -> None:
 async def test_h2c_by_upgrade_answers_the_upgraded_request_over_http2() -> None:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     settings = client.initiate_upgrade_connection()
+    assert settings is not None  # a client-side connection always has settings to send
     async with serving(make_app()) as (_, _, connect):
         stream = await connect()
         await stream.send_all(

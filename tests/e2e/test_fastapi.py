@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from httpx_ws import aconnect_ws
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
 from tests.e2e.test_serve import Server, wait_for_file
 
@@ -185,6 +185,7 @@ async def test_fastapi_background_task_runs_after_the_response(tmp_path: Path) -
 async def test_fastapi_websocket_echo(tmp_path: Path) -> None:
     async with shop(tmp_path) as server, httpx.AsyncClient() as client:
         with trio.fail_after(10):
+            ws: AsyncWebSocketSession
             async with aconnect_ws(f"{server.url}/ws", client) as ws:
                 await ws.send_text("hi")
                 assert await ws.receive_text() == "echo hi"

@@ -72,7 +72,7 @@ async def test_inspector_shows_a_request_in_flight_then_client_disconnected() ->
             assert "triolette inspector" in page.text
             async with (
                 client.stream("GET", f"{base}/_triolette/events") as stream,
-                aclosing(stream.aiter_lines()) as lines,
+                aclosing(stream.aiter_lines()) as lines,  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             ):
                 async for line in lines:
                     if line.startswith("data: "):

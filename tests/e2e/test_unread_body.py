@@ -91,7 +91,9 @@ def connection_tasks() -> int:
                 count += walk(child)
         return count
 
-    return walk(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # called inside trio.run
+    return walk(root)
 
 
 @contextlib.asynccontextmanager

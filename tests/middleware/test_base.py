@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,15 +14,16 @@ from tests.conftest import call, http_scope
 from triolette.applications import Triolette
 from triolette.background import BackgroundTask
 from triolette.middleware import Middleware
-from triolette.middleware.base import BaseHTTPMiddleware
+from triolette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response, StreamingResponse
 from triolette.routing import Route, Router
 from triolette.testclient import TestClient
+from triolette.types import Message, Receive, Scope, Send
 
 
 class AddHeader(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: Any) -> Response:
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         response.headers["x-middleware"] = "yes"
         return response
@@ -43,7 +45,7 @@ def test_dispatch_sees_the_response_and_may_change_headers() -> None:
 def test_downstream_sees_the_body_that_dispatch_read() -> None:
     seen = []
 
-    async def reader(request: Request, call_next: Any) -> Response:
+    async def reader(request: Request, call_next: RequestResponseEndpoint) -> Response:
         seen.append(await request.body())
         return await call_next(request)
 
@@ -62,7 +64,7 @@ def test_an_exception_before_the_response_is_raised_from_call_next() -> None:
     async def boom(request: Request) -> Response:
         raise KeyError("downstream")
 
-    async def catcher(request: Request, call_next: Any) -> Response:
+    async def catcher(request: Request, call_next: RequestResponseEndpoint) -> Response:
         try:
             return await call_next(request)
         except KeyError as exc:
@@ -78,10 +80,10 @@ def test_an_exception_before_the_response_is_raised_from_call_next() -> None:
 
 
 async def test_an_app_that_answers_nothing_is_an_error() -> None:
-    async def silent(scope: Any, receive: Any, send: Any) -> None:
+    async def silent(scope: Scope, receive: Receive, send: Send) -> None:
         return
 
-    async def passthrough(request: Request, call_next: Any) -> Response:
+    async def passthrough(request: Request, call_next: RequestResponseEndpoint) -> Response:
         return await call_next(request)
 
     app = BaseHTTPMiddleware(silent, dispatch=passthrough)
@@ -124,12 +126,12 @@ async def test_disconnect_mid_stream_cancels_middleware_and_endpoint(autojump_cl
 
         return StreamingResponse(numbers())
 
-    async def watching(request: Request, call_next: Any) -> Response:
+    async def watching(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
 
         async def relay() -> AsyncIterator[bytes]:
             try:
-                async for chunk in response.body_iterator:
+                async for chunk in response.body_iterator:  # type: ignore[attr-defined]  # a streaming Response, typed as Starlette's
                     yield chunk
             except trio.Cancelled:
                 cancelled.append("middleware")
@@ -146,7 +148,7 @@ async def test_disconnect_mid_stream_cancels_middleware_and_endpoint(autojump_cl
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
             sent.append(message["body"])
             if len(sent) == 3:
@@ -189,7 +191,7 @@ async def test_a_discarded_downstream_response_stops_its_app(autojump_clock: tri
 
         return StreamingResponse(numbers())
 
-    async def replace(request: Request, call_next: Any) -> Response:
+    async def replace(request: Request, call_next: RequestResponseEndpoint) -> Response:
         await call_next(request)
         return PlainTextResponse("replaced")
 
@@ -203,11 +205,11 @@ async def test_a_discarded_downstream_response_stops_its_app(autojump_clock: tri
 async def test_websocket_and_lifespan_pass_straight_through() -> None:
     seen = []
 
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(scope["type"])
 
     middleware = AddHeader(inner)
-    await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]  # never called
     assert seen == ["lifespan"]
 
 
@@ -250,7 +252,7 @@ async def run_raw(app: Any, extensions: dict[str, Any], sent: list[Any] | None =
         await trio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     with trio.fail_after(10):
@@ -258,7 +260,7 @@ async def run_raw(app: Any, extensions: dict[str, Any], sent: list[Any] | None =
     return sent
 
 
-async def passthrough(request: Request, call_next: Any) -> Response:
+async def passthrough(request: Request, call_next: RequestResponseEndpoint) -> Response:
     return await call_next(request)
 
 
@@ -267,7 +269,7 @@ async def test_base_middleware_forwards_early_hints_at_once_dispatch_hint_first(
         await request.send_early_hints("</app.css>; rel=preload")
         return PlainTextResponse("ok")
 
-    async def hinting(request: Request, call_next: Any) -> Response:
+    async def hinting(request: Request, call_next: RequestResponseEndpoint) -> Response:
         await request.send_early_hints("</mw.css>; rel=preload")
         return await call_next(request)
 
@@ -285,7 +287,7 @@ async def test_base_middleware_forwards_early_hints_at_once_dispatch_hint_first(
 
 
 async def test_base_middleware_passes_debug_info_on_before_the_start() -> None:
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.debug", "info": {"template": "t.html", "context": {"a": 1}}})
         await PlainTextResponse("ok")(scope, receive, send)
 
@@ -295,7 +297,7 @@ async def test_base_middleware_passes_debug_info_on_before_the_start() -> None:
     assert sent[0]["info"] == {"template": "t.html", "context": {"a": 1}}
 
 
-def test_base_middleware_keeps_template_and_context_for_the_test_client(tmp_path: Any) -> None:
+def test_base_middleware_keeps_template_and_context_for_the_test_client(tmp_path: Path) -> None:
     from triolette.templating import Jinja2Templates
 
     (tmp_path / "page.html").write_text("Hello {{ name }}")
@@ -308,11 +310,11 @@ def test_base_middleware_keeps_template_and_context_for_the_test_client(tmp_path
     response = TestClient(app).get("/")
     assert response.text == "Hello you"
     assert response.headers["x-middleware"] == "yes"
-    assert response.template.name == "page.html"  # type: ignore[attr-defined]
-    assert response.context["name"] == "you"  # type: ignore[attr-defined]
+    assert response.template.name == "page.html"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
+    assert response.context["name"] == "you"  # type: ignore[attr-defined]  # the test client adds .template/.context, as Starlette's
 
 
-async def test_base_middleware_forwards_pathsend_as_the_last_message(tmp_path: Any) -> None:
+async def test_base_middleware_forwards_pathsend_as_the_last_message(tmp_path: Path) -> None:
     from triolette.responses import FileResponse
 
     path = tmp_path / "file.txt"
@@ -366,9 +368,9 @@ async def test_base_middleware_downstream_background_starts_after_the_whole_resp
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse("ok", background=BackgroundTask(work))
 
-    async def slow_tail(request: Request, call_next: Any) -> Response:
+    async def slow_tail(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
-        inner = response.body_iterator
+        inner = response.body_iterator  # type: ignore[attr-defined]  # a streaming Response, typed as Starlette's
 
         async def body() -> AsyncIterator[bytes]:
             async for chunk in inner:
@@ -376,7 +378,7 @@ async def test_base_middleware_downstream_background_starts_after_the_whole_resp
             await trio.testing.wait_all_tasks_blocked()  # the downstream had every chance to go on
             events.append("middleware body done")
 
-        response.body_iterator = body()  # type: ignore[attr-defined]
+        response.body_iterator = body()  # type: ignore[attr-defined]  # a streaming Response, typed as Starlette's
         return response
 
     app = Triolette(routes=[Route("/", endpoint)], middleware=[Middleware(BaseHTTPMiddleware, dispatch=slow_tail)])
@@ -397,7 +399,7 @@ def test_base_middleware_runs_a_background_task_set_on_the_call_next_response() 
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse("ok", background=BackgroundTask(events.append, "endpoint"))
 
-    async def with_background(request: Request, call_next: Any) -> Response:
+    async def with_background(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         response.background = BackgroundTask(events.append, "middleware")
         return response
@@ -411,7 +413,7 @@ def test_base_middleware_runs_a_background_task_set_on_the_call_next_response() 
 
 
 async def test_base_middleware_passes_trailers_on_in_order_after_the_body() -> None:
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
         await send({"type": "http.response.body", "body": b"data", "more_body": True})
         await send({"type": "http.response.early_hint", "links": [b"</late.css>; rel=preload"]})
@@ -434,7 +436,7 @@ async def test_base_middleware_passes_trailers_on_in_order_after_the_body() -> N
 
 
 def test_base_middleware_trailers_reach_the_test_client() -> None:
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
         await send({"type": "http.response.body", "body": b"data"})
         await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
@@ -447,7 +449,7 @@ def test_base_middleware_trailers_reach_the_test_client() -> None:
 async def test_base_middleware_downstream_receive_after_the_response_is_a_disconnect() -> None:
     heard: list[str] = []
 
-    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await PlainTextResponse("ok")(scope, receive, send)
         heard.append((await receive())["type"])  # after the middleware sent the whole response

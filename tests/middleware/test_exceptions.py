@@ -147,7 +147,7 @@ def test_handler_for_a_base_class_catches_subclasses() -> None:
 def test_handlers_must_be_keyed_by_class_or_status(key: Any) -> None:
     expected = "Exception handlers are keyed by an Exception subclass or a status code"
     with pytest.raises(ConfigurationError, match=expected):
-        ExceptionMiddleware(router, handlers={key: not_acceptable})
+        ExceptionMiddleware(router, handlers={key: handle_bad_body})
 
 
 def test_lifespan_passes_through() -> None:

@@ -110,7 +110,7 @@ async def test_other_scopes_pass_through() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(scope["type"])
 
-    await HTTPSRedirectMiddleware(app)({"type": "lifespan"}, never_called, never_called)  # type: ignore[arg-type]
+    await HTTPSRedirectMiddleware(app)({"type": "lifespan"}, never_called, never_called)  # type: ignore[arg-type]  # never called
     assert seen == ["lifespan"]
 
 

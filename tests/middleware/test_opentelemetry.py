@@ -185,7 +185,7 @@ async def test_unusual_method_is_kept_as_the_original(provider: TracerProvider, 
 
 
 async def test_span_ends_when_the_request_is_cancelled(
-    provider: TracerProvider, exporter: InMemorySpanExporter, autojump_clock: Any
+    provider: TracerProvider, exporter: InMemorySpanExporter, autojump_clock: trio.abc.Clock
 ) -> None:
     started = trio.Event()
 
@@ -305,7 +305,9 @@ def _meter(reader: Any) -> Any:
     return MeterProvider(metric_readers=[reader])
 
 
-async def test_end_reason_counters_are_opentelemetry_metrics(provider: TracerProvider, autojump_clock: Any) -> None:
+async def test_end_reason_counters_are_opentelemetry_metrics(
+    provider: TracerProvider, autojump_clock: trio.abc.Clock
+) -> None:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from triolette.inspector import Inspector

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from base64 import b64encode
+from collections.abc import Callable
 from typing import Any
 
 import itsdangerous
@@ -255,18 +256,16 @@ async def test_a_session_object_that_only_reports_changes() -> None:
 
 def test_same_site_is_checked() -> None:
     with pytest.raises(ValueError, match=r"same_site must be 'lax', 'strict' or 'none', got 'Lax'"):
-        SessionMiddleware(view, "k", same_site="Lax")  # type: ignore[arg-type]
+        SessionMiddleware(view, "k", same_site="Lax")  # type: ignore[arg-type]  # the wrong case is the point
 
 
 def test_session_tracks_reads_and_changes() -> None:
     session = Session({"a": 1, "b": 2})
-    assert not session.accessed
-    assert not session.modified
+    assert (session.accessed, session.modified) == (False, False)
     session.mark_accessed()
-    assert session.accessed
-    assert not session.modified
+    assert (session.accessed, session.modified) == (True, False)
 
-    for change in (
+    changes: list[Callable[[Session], object]] = [
         lambda s: s.__setitem__("c", 3),
         lambda s: s.__delitem__("a"),
         lambda s: s.pop("b"),
@@ -275,7 +274,8 @@ def test_session_tracks_reads_and_changes() -> None:
         lambda s: s.update(x=1),
         lambda s: s.clear(),
         lambda s: s.__ior__({"y": 2}),
-    ):
+    ]
+    for change in changes:
         session = Session({"a": 1, "b": 2})
         change(session)
         assert session.modified
