@@ -950,8 +950,8 @@ def test_generator_lifespan_warning_comes_from_triolette_routing_as_starlettes_f
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.filterwarnings("ignore", category=TrioletteDeprecationWarning, module=r"triolette\.routing\Z")
-        Triolette(lifespan=sync_gen)
-        Triolette(lifespan=async_gen)
-        Router(lifespan=sync_gen)
+        Triolette(lifespan=sync_gen)  # type: ignore[arg-type]  # the deprecated form is the point
+        Triolette(lifespan=async_gen)  # type: ignore[arg-type]  # the deprecated form is the point
+        Router(lifespan=sync_gen)  # type: ignore[arg-type]  # the deprecated form is the point
         warnings.warn("a control: other warnings still come through", TrioletteDeprecationWarning, stacklevel=1)
     assert [str(warning.message) for warning in caught] == ["a control: other warnings still come through"]

@@ -492,7 +492,7 @@ async def test_leaving_a_streamed_response_whose_app_never_receives_does_not_han
     log: list[str] = []
     client = AsyncTestClient(streams_then_never_receives(log, 3600))
     with trio.fail_after(7200):
-        async with client.stream("GET", "/") as response, aclosing(response.aiter_raw()) as chunks:
+        async with client.stream("GET", "/") as response, aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"hello"
     assert log == ["cancelled"]
     assert trio.current_time() == DISCONNECT_GRACE  # the app had its chance to take the disconnect
@@ -518,7 +518,7 @@ async def test_leaving_a_streamed_response_waits_for_an_app_that_takes_the_disco
         await trio.sleep(5)  # cleanup after the disconnect: not cut short
         log.append("cleaned up")
 
-    async with AsyncTestClient(app).stream("GET", "/") as response, aclosing(response.aiter_raw()) as chunks:
+    async with AsyncTestClient(app).stream("GET", "/") as response, aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
         assert await anext(chunks) == b"hello"
     assert log == ["http.disconnect", "cleaned up"]
     assert trio.current_time() == 5
@@ -562,7 +562,7 @@ async def test_closing_the_async_client_cancels_a_routes_background_task(autojum
     client = AsyncTestClient(background_forever_app(log, 3600))
     with trio.fail_after(7200):
         response = await client.send(client.build_request("GET", "/"), stream=True)
-        async with aclosing(response.aiter_raw()) as chunks:
+        async with aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"hello"
         await client.aclose()
     assert log == ["cancelled"]
