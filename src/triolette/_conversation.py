@@ -90,13 +90,15 @@ class BodyLimit:
     def enter(self, limit: int | None, *, stricter_only: bool = False) -> None:
         """Put ``limit`` in force: the innermost layer's limit applies (``stricter_only``:
         only if it is stricter, as a mounted app's). Raises ``BodyTooLarge`` at once if the
-        bytes already read, or the declared length, are over it."""
+        bytes already read are over it. A declared length over it is refused later, at the
+        next read or at the response start (``declared_over``), as Starlette does: a layer
+        further in may still put a looser limit in force."""
         if stricter_only and (limit is None or (self.limit is not None and self.limit <= limit)):
             return
         self.limit = limit
         declared = self.declared
         self.declared_over = limit is not None and declared is not None and declared > limit
-        if self.declared_over or (limit is not None and self.bytes_read > limit):
+        if limit is not None and self.bytes_read > limit:
             raise BodyTooLarge
 
     def count(self, size: int) -> None:

@@ -97,6 +97,10 @@ _NOTHING: Final[Message] = {"type": "triolette.nothing"}  # what the watcher rea
 # ``_sending_since`` of a send under way while no watcher runs: nobody times it (yet)
 _UNTIMED: Final = -math.inf
 
+# What the watcher's read of receive() raises and does not keep for the app (unless it is an
+# Exception: an ExceptionGroup is kept, a BaseExceptionGroup, which may hold Cancelled, is not)
+_NOT_KEPT_FOR_THE_APP = (trio.Cancelled, KeyboardInterrupt, SystemExit, BaseExceptionGroup)
+
 LateErrorHandler = Callable[["RequestScope", BaseException], Awaitable[bool]]
 
 
@@ -142,6 +146,12 @@ class RequestSettings:
             raise ValueError("max_buffered_body must be a non-negative number of bytes, got None")
         self.max_buffered_body = buffered
         self.late_error_handler = late_error_handler
+
+
+def _same_leaves(exc: BaseException, group: BaseExceptionGroup[BaseException]) -> bool:
+    """Whether ``exc`` is a copy of ``group``: a group holding the very same exceptions."""
+    copied, original = exception_leaves(exc), exception_leaves(group)
+    return len(copied) == len(original) and all(a is b for a, b in zip(copied, original, strict=True))
 
 
 def get_request_scope(scope: Scope) -> RequestScope | None:
@@ -299,8 +309,8 @@ class RequestScope(WebSocketSide):
 
     def enter_body_limit(self, limit: int | None, *, stricter_only: bool = False) -> None:
         """Put a layer's body limit in force (the innermost applies; ``stricter_only`` for a
-        mounted app's). Raises ``BodyTooLarge`` (413) at once if what was read, or the
-        declared length, is over it."""
+        mounted app's). Raises ``BodyTooLarge`` (413) at once if what was read is over it; a
+        declared length over it is refused at the next read or the response start."""
         if not self.is_websocket:
             self.inbox.enter(limit, stricter_only=stricter_only)
 
@@ -325,6 +335,7 @@ class RequestScope(WebSocketSide):
         send = self.asgi_send = self.send
         timeout = self.settings.timeout
         app_cancelled = False
+        app_group: BaseExceptionGroup[BaseException] | None = None
         try:
             try:
                 async with trio.open_nursery() as nursery:
@@ -342,6 +353,9 @@ class RequestScope(WebSocketSide):
                         raise
                     except INTERNAL_EXCEPTIONS:
                         pass
+                    except BaseExceptionGroup as group:
+                        app_group = group  # the nursery hands back a copy of it (see _fail)
+                        raise
                     if self.watcher is IDLE:
                         self.watcher = DONE  # never started: it never will
                     elif len(nursery.child_tasks) == int(self.watcher is RUNNING):  # no task left but the watcher
@@ -352,8 +366,9 @@ class RequestScope(WebSocketSide):
                     else:
                         self.stop_watching()
             except BaseExceptionGroup as group:
-                await self._fail(group)
+                await self._fail(group, app_group)
             finally:
+                app_group = None  # it refers to this frame through its traceback
                 self.body_cache = None
                 inbox = self.inbox
                 if inbox.buffer:
@@ -402,13 +417,24 @@ class RequestScope(WebSocketSide):
             except OSError:  # pragma: no cover - the server closed the connection meanwhile
                 return
 
-    async def _fail(self, group: BaseExceptionGroup[BaseException]) -> None:
-        """Re-raise a single failure as itself (invariant 5); answer it if nobody did."""
+    async def _fail(
+        self, group: BaseExceptionGroup[BaseException], app_group: BaseExceptionGroup[BaseException] | None = None
+    ) -> None:
+        """Re-raise a single failure as itself (invariant 5); answer it if nobody did.
+
+        ``app_group`` is an exception group the app itself raised. The nursery, whose scope
+        the failure cancelled, takes ``Cancelled`` out of what it collected with
+        ``split()``, and that rebuilds every group inside as a copy (a plain
+        ``ExceptionGroup`` for a subclass without ``derive``): when the copy holds the very
+        same exceptions, the app's own group is raised, with its class and identity.
+        """
         if group.subgroup(trio.Cancelled) is not None:
             raise group  # cancellation from outside travels on untouched
         if self.disconnected and all(isinstance(leaf, ClientDisconnect) for leaf in exception_leaves(group)):
             return  # a request task read the body the client cut short: the request is over
         exc: BaseException = group.exceptions[0] if len(group.exceptions) == 1 else group
+        if app_group is not None and exc is not app_group and _same_leaves(exc, app_group):
+            exc = app_group
         if isinstance(exc, INTERNAL_EXCEPTIONS):
             return
         handler = self.settings.late_error_handler
@@ -432,11 +458,17 @@ class RequestScope(WebSocketSide):
             cs.deadline = deadline
 
     async def run_background(self, background: Callable[[], Awaitable[None]]) -> None:
-        """Run a response's background work, shielded from disconnect and deadline.
+        """Run a response's background work, out of reach of the disconnect and the deadline.
 
-        Shutdown still reaches it: ``cancel()`` cancels the shielded scope too.
+        Once the response is complete a disconnect cancels nothing (``_on_disconnect``), so
+        a request without a deadline runs the work unshielded: a cancel scope around the
+        ASGI call (a server that shuts down, hypercorn's own worker among them) cancels it,
+        as on Starlette. A request with a deadline, or one already cancelled (the client
+        left mid-response), runs it shielded, so that the deadline stays with the request's
+        own tasks. Shutdown reaches it either way: ``cancel()`` cancels the shielded scope too.
         """
-        with trio.CancelScope(shield=True) as cs:
+        request = self._request_nursery.cancel_scope
+        with trio.CancelScope(shield=request.cancel_called or request.deadline != math.inf) as cs:
             self._background_scope = cs
             if self._stopped is not None:  # cancel() came before the background work started
                 cs.cancel(reason=self._stopped)
@@ -598,7 +630,9 @@ class RequestScope(WebSocketSide):
         self._on_disconnect()
 
     def _on_disconnect(self) -> None:
-        if self.cancel_on_disconnect and not self.outbox.complete:
+        # Background work runs once its response is sent; if a middleware still holds the
+        # response's last message, the client leaving does not cancel that work either.
+        if self.cancel_on_disconnect and not self.outbox.complete and self._background_scope is None:
             if self.is_websocket and self._ws_handler_told():
                 return  # it gets WebSocketDisconnect and a bounded grace for its cleanup
             self._request_nursery.cancel_scope.cancel(reason="client disconnected")
@@ -647,8 +681,11 @@ class RequestScope(WebSocketSide):
         self._reader = reader
         try:
             message = await self._server_receive()
-        except Exception as exc:
-            if reader is APP:
+        except BaseException as exc:
+            # The watcher reads on the app's behalf: what receive() raised is the app's, at its
+            # next read (an app that never reads never sees it, as on Starlette, where nothing
+            # would have called receive()). Cancellation and a request to stop travel on.
+            if reader is APP or (isinstance(exc, _NOT_KEPT_FOR_THE_APP) and not isinstance(exc, Exception)):
                 raise
             self.inbox.fail(exc)
             return _NOTHING
@@ -800,8 +837,9 @@ class RequestScope(WebSocketSide):
                 return
         elif kind == "http.response.start":
             self.outbox.start(message)
-            if self.inbox.declared_over and not self.inbox.complete:
-                # Starlette answers 413 to an over-long Content-Length even if the body was never read.
+            if self.inbox.declared_over:
+                # Starlette answers 413 to an over-long Content-Length even if the body was never
+                # read (or the watcher read it all, uncounted, for an app that never asked).
                 self.outbox.send({"type": "http.response.body"})
                 await self._server_send(_TOO_LARGE_START)
                 await self._server_send(_TOO_LARGE_BODY)

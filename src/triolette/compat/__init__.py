@@ -24,8 +24,8 @@ _TARGET = "triolette"
 # Starlette modules with no triolette counterpart, and why.
 _NOT_KEPT = {
     "starlette.middleware.wsgi": (
-        "WSGIMiddleware is deprecated in Starlette and triolette does not keep it; "
-        "mount a WSGI app with a2wsgi's WSGIMiddleware instead"
+        "WSGIMiddleware is deprecated in Starlette and triolette does not keep it; mount a WSGI app "
+        "with hypercorn's TrioWSGIMiddleware instead (from hypercorn.middleware; a2wsgi's runs on asyncio only)"
     ),
 }
 

@@ -22,6 +22,12 @@ class _ResponseReplaced(Exception):
     """The app's response was replaced by a 413; unwinds the app without a second response."""
 
 
+# Starlette's private names for the two exceptions above, which FastAPI looks up (with
+# getattr) to tell the body limit's own errors from the app's in an exception group.
+_RequestBodyTooLarge = BodyTooLarge
+_RequestBodyLimitResponseSent = _ResponseReplaced
+
+
 class RequestBodyLimitMiddleware:
     """Answers 413 "Content Too Large" to requests whose body exceeds ``max_body_size`` bytes.
 
@@ -43,12 +49,19 @@ class RequestBodyLimitMiddleware:
         rs = get_request_scope(scope)
         if rs is not None:
             # Inside a triolette app the RequestScope counts the body as it is read from the
-            # server and checks Content-Length first: this limit goes in force there (one
-            # stricter than what was read already answers 413 at once, before the app runs).
+            # server and checks Content-Length at the first read: this limit goes in force there
+            # (one stricter than what was read already answers 413 at once, before the app runs).
             rs.enter_body_limit(self.max_body_size)
             if receive is rs.asgi_receive:  # nothing between: the scope's count is what the app receives
                 scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
-                await self.app(scope, receive, send)
+                try:
+                    await self.app(scope, receive, send)
+                except BodyTooLarge:
+                    # Read over the limit where no exception handler answers it (a middleware
+                    # inside this one read the body): the 413 is this middleware's to send.
+                    if rs.response_started:
+                        raise
+                    await _too_large(scope, receive, send)
                 return
         # A receive of a middleware's (or of a server, with no RequestScope): count what the app receives.
         await RequestBodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
@@ -126,7 +139,8 @@ class RequestBodyLimitResponder:
         outer = scope.get(_RESPONDER_SCOPE_KEY)
         if isinstance(outer, RequestBodyLimitResponder):
             # An outer limit counts this body already; the inner limit replaces it there
-            # (BodyTooLarge at once if what was read, or the declared length, is over it).
+            # (BodyTooLarge at once if what was read is over it; the declared length is checked
+            # at the next read and at the response start).
             outer.limit.enter(max_body_size)
             await self.app(scope, receive, send)
             return

@@ -10,6 +10,7 @@ import html
 import inspect
 import traceback
 
+from triolette._conversation import BodyTooLarge
 from triolette._exception_handler import ResponseWatch, call_handler
 from triolette._scope import INTERNAL_EXCEPTIONS, SCOPE_KEY, RequestScope
 from triolette.requests import Request
@@ -87,6 +88,12 @@ class ServerErrorMiddleware:
         watch = None if rs is not None and send is rs.asgi_send else ResponseWatch(scope, send)
         try:
             await self.app(scope, receive, send if watch is None else watch.send)
+        except BodyTooLarge:
+            # A middleware read the body past the app's max_body_size, outside the exception
+            # middleware: the client's fault, answered 413 as the limit's own middleware does.
+            if watch.started if watch is not None else rs is not None and rs.response_started:
+                raise
+            await PlainTextResponse("Content Too Large", status_code=413)(scope, receive, send)
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
