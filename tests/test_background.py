@@ -90,3 +90,35 @@ async def test_background_survives_the_client_leaving(autojump_clock: trio.abc.C
     with trio.fail_after(60):
         await app(scope, receive, send)
     assert finished == [5]
+
+
+async def test_background_work_is_cancelled_when_the_request_was_cancelled_before_it_started() -> None:
+    """A drain (or a closing test client) that cancels the request between the end of the
+    response and the start of its background work: the work is cancelled, not run shielded."""
+    from triolette._scope import get_request_scope
+
+    log: list[str] = []
+
+    async def work() -> None:
+        await trio.lowlevel.checkpoint()
+        log.append("ran")
+
+    async def handler(request: Request) -> Response:
+        return PlainTextResponse("ok", background=BackgroundTask(work))
+
+    app = Triolette(routes=[Route("/", handler)])
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def receive() -> Message:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            rs = get_request_scope(scope)
+            assert rs is not None
+            rs.cancel(reason="server shutting down")
+
+    with trio.fail_after(5):
+        await app(scope, receive, send)
+    assert log == []

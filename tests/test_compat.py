@@ -300,3 +300,34 @@ def test_import_triolette_compat_starlette_installs_the_alias_in_process() -> No
         assert importlib.import_module("starlette.applications").Starlette is triolette.applications.Triolette
     finally:
         sys.modules.pop("triolette.compat.starlette", None)
+
+
+@pytest.mark.usefixtures("clean_modules")
+def test_starlette_alias_names_the_deprecation_warning_as_starlette_does() -> None:
+    import triolette.exceptions
+
+    install_starlette_alias()
+    exceptions = importlib.import_module("starlette.exceptions")
+    assert exceptions.StarletteDeprecationWarning is triolette.exceptions.TrioletteDeprecationWarning
+    uninstall_starlette_alias()
+    assert not hasattr(triolette.exceptions, "StarletteDeprecationWarning")
+
+
+def test_a_warning_filter_naming_starlettes_deprecation_warning_works_under_the_alias() -> None:
+    # Starlette's own suite (and FastAPI apps' pytest configs) filter it by that name.
+    result = run_python(
+        """
+        import warnings
+        import triolette.compat.starlette
+        from starlette.exceptions import StarletteDeprecationWarning
+        from triolette.exceptions import TrioletteDeprecationWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", category=StarletteDeprecationWarning)
+            warnings.warn("filtered out", TrioletteDeprecationWarning)
+            warnings.warn("still shown", DeprecationWarning)
+        print([str(w.message) for w in caught])
+        """
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "['still shown']"), result.stderr

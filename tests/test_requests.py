@@ -11,6 +11,7 @@ import trio
 from tests.conftest import minimal_http_scope as http_scope
 from triolette._scope import run_in_request_scope
 from triolette.applications import Triolette
+from triolette.background import BackgroundTask
 from triolette.datastructures import Address, State
 from triolette.formparsers import MultiPartException
 from triolette.requests import (
@@ -540,3 +541,20 @@ def test_cookies_merge_every_cookie_header_later_names_override() -> None:
     scope = http_scope(headers=[(b"cookie", b"a=1; b=2"), (b"host", b"testserver"), (b"cookie", b"b=3; c=4")])
     assert Request(scope).cookies == {"a": "1", "b": "3", "c": "4"}
     assert Request(http_scope(headers=[])).cookies == {}
+
+
+def test_request_is_disconnected_once_the_response_is_complete() -> None:
+    # As in Starlette: the request is over for the app once its response is complete (a
+    # server's receive() then answers http.disconnect), also in the response's background work.
+    seen: list[bool] = []
+
+    async def check(request: Request) -> None:
+        seen.append(await request.is_disconnected())
+
+    async def endpoint(request: Request) -> Response:
+        seen.append(await request.is_disconnected())
+        return PlainTextResponse("ok", background=BackgroundTask(check, request))
+
+    client = TestClient(Triolette(routes=[Route("/", endpoint)]))
+    assert client.get("/").text == "ok"
+    assert seen == [False, True]

@@ -690,3 +690,37 @@ def test_spec_version_is_read_from_the_scope_default_2_0(asgi: dict[str, str], v
     from triolette.responses import _spec_version
 
     assert _spec_version({"type": "http", "asgi": asgi}) == version
+
+
+async def test_file_response_on_its_own_runs_its_background_task_after_a_disconnect(tmp_path: Path) -> None:
+    # Called on its own it watches for the disconnect itself; the background work still runs,
+    # as it does for a FileResponse returned by an endpoint (and in Starlette).
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"x" * (FileResponse.chunk_size * 4))
+    ran: list[str] = []
+    gone = trio.Event()
+    bodies: list[Message] = []
+    requested = False
+
+    async def background() -> None:
+        await trio.lowlevel.checkpoint()  # it may await: the disconnect does not cancel it
+        ran.append("background")
+
+    async def receive() -> Message:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message)
+            gone.set()
+            await trio.sleep_forever()  # the client stopped reading, then left
+
+    with trio.fail_after(10):
+        await FileResponse(path, background=BackgroundTask(background))(http_scope(), receive, send)
+    assert ran == ["background"]
+    assert len(bodies) == 1

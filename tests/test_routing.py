@@ -935,3 +935,23 @@ def test_host_parameter_its_convertor_refuses_does_not_match() -> None:
     client = TestClient(app)
     assert client.get("/", headers={"host": "42.example.org"}).json() == {"n": 42}
     assert client.get("/", headers={"host": f"{HUGE}.example.org"}).status_code == 404
+
+
+def test_generator_lifespan_warning_comes_from_triolette_routing_as_starlettes_from_its_routing() -> None:
+    # A filter written for Starlette ("...:StarletteDeprecationWarning:starlette.routing") ports by renaming.
+    import warnings
+
+    def sync_gen(app: Any) -> Iterator[None]:
+        yield
+
+    async def async_gen(app: Any) -> AsyncIterator[None]:
+        yield
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=TrioletteDeprecationWarning, module=r"triolette\.routing\Z")
+        Triolette(lifespan=sync_gen)  # type: ignore[arg-type]  # the deprecated form is the point
+        Triolette(lifespan=async_gen)  # type: ignore[arg-type]  # the deprecated form is the point
+        Router(lifespan=sync_gen)  # type: ignore[arg-type]  # the deprecated form is the point
+        warnings.warn("a control: other warnings still come through", TrioletteDeprecationWarning, stacklevel=1)
+    assert [str(warning.message) for warning in caught] == ["a control: other warnings still come through"]

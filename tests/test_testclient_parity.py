@@ -11,6 +11,7 @@ import trio.testing
 
 from triolette import testclient
 from triolette.applications import Triolette
+from triolette.background import BackgroundTask
 from triolette.exceptions import TrioletteDeprecationWarning
 from triolette.requests import Request
 from triolette.responses import PlainTextResponse, Response
@@ -287,35 +288,45 @@ async def test_closing_the_async_client_aborts_every_streamed_response_still_ope
     assert log == ["http.disconnect", "cancelled"]
 
 
-def complete_then_background(log: list[str]) -> Any:
+def complete_then_background(log: list[str], seconds: float) -> Any:
+    """A raw app that completes its response, then works on for ``seconds`` (a bound, so that a
+    test of its cancellation fails rather than hangs)."""
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"done"})
-        for _ in range(20):  # background work: checkpoints where a cancellation would land
-            await trio.lowlevel.checkpoint()
-        log.append("background done")
+        try:
+            await trio.sleep(seconds)  # background work
+        except trio.Cancelled:
+            log.append("cancelled")
+            raise
+        log.append("finished")
 
     return app
 
 
-def test_closing_the_client_awaits_the_background_work_of_a_complete_response() -> None:
+# Starlette 1.10's client cancels every request still open when it closes, a complete response's
+# background work included (its own suite: test_closing_client_cancels_unclosed_response).
+def test_closing_the_client_cancels_the_background_work_of_a_complete_response() -> None:
     log: list[str] = []
-    client = TestClient(complete_then_background(log))
+    client = TestClient(complete_then_background(log, 30))
     response = client.send(client.build_request("GET", "/"), stream=True)
     assert next(response.iter_raw()) == b"done"
     client.close()
-    assert log == ["background done"]
+    assert log == ["cancelled"]
 
 
-async def test_closing_the_async_client_awaits_the_background_work_of_a_complete_response() -> None:
+async def test_closing_the_async_client_cancels_the_background_work_of_a_complete_response(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     log: list[str] = []
-    client = AsyncTestClient(complete_then_background(log))
-    with trio.fail_after(5):
+    client = AsyncTestClient(complete_then_background(log, 3600))
+    with trio.fail_after(7200):
         response = await client.send(client.build_request("GET", "/"), stream=True)
         async with aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
             assert await anext(chunks) == b"done"
         await client.aclose()
-    assert log == ["background done"]
+    assert log == ["cancelled"]
 
 
 # -- no response, timeouts, port 0, backpressure, disconnect after the response ----------------------
@@ -451,3 +462,121 @@ def test_closing_the_client_raises_what_an_aborted_stream_raised() -> None:
     with pytest.raises(KeyError, match=r"broke on http\.disconnect"):
         client.close()
     assert client.is_closed
+
+
+# -- found by running Starlette 1.10's own suite against triolette -----------------------------------
+
+
+def streams_then_never_receives(log: list[str], seconds: float) -> Any:
+    """A raw app that sends part of a body, then waits ``seconds`` without ever calling
+    ``receive()`` (a bound, so that a test of its cancellation fails rather than hangs)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+        try:
+            await trio.sleep(seconds)
+        except trio.Cancelled:
+            log.append("cancelled")
+            raise
+        log.append("finished")
+
+    return app
+
+
+async def test_leaving_a_streamed_response_whose_app_never_receives_does_not_hang(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from triolette._testing import DISCONNECT_GRACE
+
+    log: list[str] = []
+    client = AsyncTestClient(streams_then_never_receives(log, 3600))
+    with trio.fail_after(7200):
+        async with client.stream("GET", "/") as response, aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
+            assert await anext(chunks) == b"hello"
+    assert log == ["cancelled"]
+    assert trio.current_time() == DISCONNECT_GRACE  # the app had its chance to take the disconnect
+
+
+def test_sync_client_leaving_a_streamed_response_whose_app_never_receives_does_not_hang() -> None:
+    log: list[str] = []
+    with TestClient(streams_then_never_receives(log, 30)).stream("GET", "/") as response:
+        assert next(response.iter_raw()) == b"hello"
+    assert log == ["cancelled"]
+
+
+async def test_leaving_a_streamed_response_waits_for_an_app_that_takes_the_disconnect(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    log: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+        await receive()  # the request
+        log.append((await receive())["type"])
+        await trio.sleep(5)  # cleanup after the disconnect: not cut short
+        log.append("cleaned up")
+
+    async with AsyncTestClient(app).stream("GET", "/") as response, aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
+        assert await anext(chunks) == b"hello"
+    assert log == ["http.disconnect", "cleaned up"]
+    assert trio.current_time() == 5
+
+
+def background_forever_app(log: list[str], seconds: float) -> Triolette:
+    """An app whose one route answers at once, then works in the background for ``seconds``
+    (a bound, so that a test of its cancellation fails rather than hangs)."""
+
+    async def forever() -> None:
+        try:
+            await trio.sleep(seconds)
+        except trio.Cancelled:
+            log.append("cancelled")
+            raise
+        log.append("finished")
+
+    async def homepage(request: Request) -> Response:
+        return PlainTextResponse("hello", background=BackgroundTask(forever))
+
+    return Triolette(routes=[Route("/", homepage)])
+
+
+@pytest.mark.parametrize("how", ["close", "with"])
+def test_closing_the_client_cancels_a_routes_background_task(how: str) -> None:
+    log: list[str] = []
+    client = TestClient(background_forever_app(log, 30))
+    if how == "with":
+        with client:
+            response = client.send(client.build_request("GET", "/"), stream=True)
+            assert next(response.iter_raw()) == b"hello"
+    else:
+        response = client.send(client.build_request("GET", "/"), stream=True)
+        assert next(response.iter_raw()) == b"hello"
+        client.close()
+    assert log == ["cancelled"]
+
+
+async def test_closing_the_async_client_cancels_a_routes_background_task(autojump_clock: trio.abc.Clock) -> None:
+    log: list[str] = []
+    client = AsyncTestClient(background_forever_app(log, 3600))
+    with trio.fail_after(7200):
+        response = await client.send(client.build_request("GET", "/"), stream=True)
+        async with aclosing(response.aiter_raw()) as chunks:  # type: ignore[type-var]  # httpx types aiter_*() AsyncIterator; they have aclose()
+            assert await anext(chunks) == b"hello"
+        await client.aclose()
+    assert log == ["cancelled"]
+
+
+def test_request_is_disconnected_after_the_response_in_a_plain_asgi_app() -> None:
+    seen: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        await request.body()
+        seen.append(await request.is_disconnected())
+        await PlainTextResponse("ok")(scope, receive, send)
+        seen.append(await Request(scope, receive).is_disconnected())
+
+    assert TestClient(app).post("/", content=b"body").text == "ok"
+    assert seen == [False, True]

@@ -193,6 +193,7 @@ class RequestScope(WebSocketSide):
         "_sending_start",
         "_server_receive",
         "_server_send",
+        "_stopped",
         "_wake_watcher",
         "_watch_deadline",
         "_watcher_scope",
@@ -253,6 +254,7 @@ class RequestScope(WebSocketSide):
         self.body_consumed = False
         self.cut_short: str | None = None  # BODY_TIMEOUT or SEND_TIMEOUT, when the watcher ended it
         self._background_scope: trio.CancelScope | None = None
+        self._stopped: str | None = None  # the reason cancel() gave
 
     # -- what other modules ask ---------------------------------------------------------
 
@@ -468,6 +470,8 @@ class RequestScope(WebSocketSide):
         request = self._request_nursery.cancel_scope
         with trio.CancelScope(shield=True) as cs:
             self._background_scope = cs
+            if self._stopped is not None:  # cancel() came before the background work started
+                cs.cancel(reason=self._stopped)
             relay = trio.CancelScope()
             relayed: trio.Event | None = None
             if not request.cancel_called:
@@ -496,7 +500,9 @@ class RequestScope(WebSocketSide):
             relayed.set()
 
     def cancel(self, reason: str) -> None:
-        """Cancel everything this request runs, background work included (the drain's last step)."""
+        """Cancel everything this request runs, background work included (the drain's last step),
+        also background work that has yet to start."""
+        self._stopped = reason
         self._request_nursery.cancel_scope.cancel(reason=reason)
         if self._background_scope is not None:
             self._background_scope.cancel(reason=reason)

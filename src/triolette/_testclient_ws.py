@@ -21,6 +21,7 @@ import trio
 
 from triolette._conversation import Outbox, expected
 from triolette._scope import UNHANDLED_DISCONNECT_KEY
+from triolette._testing import DISCONNECT_GRACE as DISCONNECT_GRACE  # the tests read it here
 from triolette._testing import Portal, ResponseProtocolError, task_group
 from triolette.types import ASGIApp, Message, Scope
 from triolette.websockets import WebSocketDisconnect
@@ -54,10 +55,6 @@ def _json_message(data: Any, mode: str) -> Message:
 def _json_of(message: Message, mode: str) -> Any:
     text = message["text"] if mode == "text" else message["bytes"].decode("utf-8")
     return json.loads(text)
-
-
-DISCONNECT_GRACE = 1.0
-"""Seconds an app has, once the test leaves a session, to take the disconnect before it is cancelled."""
 
 
 class WebSocketConnection:

@@ -22,10 +22,15 @@ from typing import Any, Final, TypeVar
 import trio
 
 from triolette._conversation import DONE, SENDING, START, TRAILERS, Outbox, ProtocolError, expected
+from triolette._scope import get_request_scope
 from triolette._utils import exception_leaves
 from triolette.types import ASGIApp, Message, Scope
 
 T = TypeVar("T")
+
+DISCONNECT_GRACE = 1.0
+"""Seconds an app has, once the test leaves an incomplete response or a WebSocket session, to
+take the disconnect (call ``receive()``) before it is cancelled."""
 
 
 @asynccontextmanager
@@ -103,7 +108,9 @@ class HTTPExchange:
     channel, so the app waits for the client at each one. A response that declares trailers
     (``"trailers": True`` in its start) completes with its last ``http.response.trailers``
     message; the trailers are collected in ``trailers`` as they arrive. Once the response is
-    complete, or the client has left, the app's ``receive()`` answers ``http.disconnect``.
+    complete, or the client has left, the app's ``receive()`` answers ``http.disconnect`` at
+    once (with no checkpoint, so also under a cancelled scope, as Starlette's
+    ``request.is_disconnected()`` asks it).
     """
 
     def __init__(
@@ -122,6 +129,7 @@ class HTTPExchange:
         self._started = trio.Event()
         self._done = trio.Event()
         self._gone = trio.Event()  # the client left (closed the response) or the response completed
+        self._heard = trio.Event()  # the app took the disconnect (or ended)
         self._cancel_scope = trio.CancelScope()
         self._outbox = Outbox(False, refuse=_refused)  # the order of the app's messages, as a server checks it
         self._send_chunks, self._chunks = trio.open_memory_channel[bytes](0)
@@ -142,6 +150,7 @@ class HTTPExchange:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     await self._body.aclose()  # the app left part of the request body unread
             self._done.set()
+            self._heard.set()
             self._started.set()
 
     async def _receive(self) -> Message:
@@ -153,7 +162,9 @@ class HTTPExchange:
                 return {"type": "http.request", "body": b"", "more_body": False}
             if chunk:
                 return {"type": "http.request", "body": bytes(chunk), "more_body": True}
-        await self._gone.wait()
+        if not self._gone.is_set():
+            await self._gone.wait()
+        self._heard.set()
         return {"type": "http.disconnect"}
 
     def _complete(self) -> None:
@@ -210,25 +221,39 @@ class HTTPExchange:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return None
 
-    async def aclose(self, *, cancel_if_incomplete: bool = False) -> None:
+    async def aclose(self, *, abort: bool = False) -> None:
         """Leave the response: a disconnect for the app if it is not done, then wait for it.
 
-        With ``cancel_if_incomplete``, an app whose response is not complete is also cancelled
-        (after it has been handed the disconnect, if it was waiting for one).
+        An app whose response is incomplete and that does not take the disconnect within
+        ``DISCONNECT_GRACE`` seconds (it never calls ``receive()``) is cancelled, so that
+        leaving a response never hangs; one that takes it is waited for, and so is the
+        background work of a complete response. With ``abort`` (the client closed), the app is
+        cancelled at once, background work included, after it has been handed the disconnect
+        if it was waiting for one.
         """
         self._gone.set()
         self._chunks.close()
-        if cancel_if_incomplete and not self._outbox.complete:
-            self._cancel_scope.cancel(reason="the test client closed with the response incomplete")
+        if abort:
+            left = "the response incomplete" if not self._outbox.complete else "its background work running"
+            reason = f"the test client closed with {left}"
+            self._cancel_scope.cancel(reason=reason)
+            rs = get_request_scope(self.scope)
+            if rs is not None:
+                rs.cancel(reason)  # background work is shielded from everything else, as in a server's drain
+        elif not self._outbox.complete:
+            with trio.move_on_after(DISCONNECT_GRACE):
+                await self._heard.wait()
+            if not self._heard.is_set():
+                self._cancel_scope.cancel(reason="the test left the response; the app did not receive")
         await self._done.wait()
         if self.error is not None and self.raise_server_exceptions:
             error, self.error = self.error, None
             raise error
 
     async def abort(self) -> None:
-        """The client closed: a disconnect for the app, and its task cancelled if the response is
-        incomplete (its background work included); a complete response's background work is awaited."""
-        await self.aclose(cancel_if_incomplete=True)
+        """The client closed: a disconnect for the app, and its task cancelled, whether its
+        response is complete (background work still running) or not, as in Starlette's client."""
+        await self.aclose(abort=True)
 
 
 class LifespanRunner:

@@ -363,13 +363,16 @@ class Request(HTTPConnection[StateT]):
             await self._form.close()
 
     async def is_disconnected(self) -> bool:
-        """Whether the client has gone; answers at once and consumes nothing."""
+        """Whether the client has gone (true once the response is complete); answers at once
+        and consumes nothing."""
         if not self._is_disconnected:
             rs = get_request_scope(self.scope)
             if rs is not None:
                 # What the scope knows now, read before the checkpoint: the answer does not
                 # depend on whether the watcher happens to run first (it never blocks, nor reads).
-                self._is_disconnected = rs.disconnected
+                # Once the response is complete the request is over for the app, as a server's
+                # receive() then says with http.disconnect.
+                self._is_disconnected = rs.disconnected or rs.response_complete
                 await trio.lowlevel.checkpoint()
             else:
                 message: Message = {}

@@ -440,8 +440,9 @@ class FileResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and get_request_scope(scope) is None:
-            # Called on its own: a RequestScope of its own, so that a disconnect stops the transfer.
-            await run_in_request_scope(self._respond, scope, receive, send)
+            # Called on its own: a RequestScope of its own, so that a disconnect stops the transfer
+            # (and the background work still runs, as below).
+            await run_in_request_scope(self, scope, receive, send)
             return
         try:
             await self._respond(scope, receive, send)

@@ -736,20 +736,24 @@ class Router:
 
 
 def _lifespan_context(lifespan: Any) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
-    """Accept an async context manager factory; a generator function (async or not) is wrapped, with a warning."""
+    """Accept an async context manager factory; a generator function (async or not) is wrapped, with a warning.
+
+    The warning is issued from this module, as Starlette's is from ``starlette.routing``, so
+    that a filter ported by renaming (``...:TrioletteDeprecationWarning:triolette.routing``) matches.
+    """
     if inspect.isasyncgenfunction(lifespan):
         warnings.warn(
             "async generator function lifespans are deprecated, "
             "use an @contextlib.asynccontextmanager function instead",
             TrioletteDeprecationWarning,
-            stacklevel=3,
+            stacklevel=1,
         )
         return asynccontextmanager(lifespan)
     if inspect.isgeneratorfunction(lifespan):
         warnings.warn(
             "generator function lifespans are deprecated, use an @contextlib.asynccontextmanager function instead",
             TrioletteDeprecationWarning,
-            stacklevel=3,
+            stacklevel=1,
         )
         return _sync_lifespan(lifespan)
     return lifespan  # type: ignore[no-any-return]

@@ -202,7 +202,7 @@ class _PortalStream(httpx.SyncByteStream):
         self._close(self._exchange.aclose)
 
     def abort(self) -> None:
-        """The client closed: as ``close``, and an app whose response is incomplete is cancelled."""
+        """The client closed: as ``close``, and the app is cancelled (background work included)."""
         self._close(self._exchange.abort)
 
     def _close(self, how: Callable[[], Awaitable[None]]) -> None:
@@ -466,14 +466,14 @@ class _ExchangeStream(httpx.AsyncByteStream):
                 return chunk
 
     async def aclose(self, *, abort: bool = False) -> None:
-        """Leave the response (the app hears a disconnect); ``abort`` also cancels an app whose
-        response is incomplete, as closing the client does."""
+        """Leave the response (the app hears a disconnect); ``abort`` also cancels the app, as
+        closing the client does."""
         if self._closed:
             return
         self._transport.forget(self)
         self._closed = True
         try:
-            await self._exchange.aclose(cancel_if_incomplete=abort)
+            await self._exchange.aclose(abort=abort)
         finally:
             await self._stack.aclose()
 
@@ -665,8 +665,8 @@ class _AsyncTestClientTransport(httpx.AsyncBaseTransport):
         self._open.remove(stream)
 
     async def close_streams(self) -> None:
-        """Abort the responses this task left open (newest first): each app hears a disconnect,
-        and one whose response is incomplete is cancelled."""
+        """Abort the responses this task left open (newest first): each app hears a disconnect
+        and is cancelled (a complete response's background work too)."""
         task = trio.lowlevel.current_task()
         error: BaseException | None = None
         for stream in reversed([stream for stream in self._open if stream.task is task]):

@@ -82,7 +82,9 @@ def starlette_alias_installed() -> bool:
 def install_starlette_alias() -> None:
     """Make ``import starlette`` and ``import starlette.X`` give triolette's modules from now on.
 
-    ``starlette.applications.Starlette`` is ``Triolette``; every other name keeps its own.
+    ``starlette.applications.Starlette`` is ``Triolette`` and
+    ``starlette.exceptions.StarletteDeprecationWarning`` is ``TrioletteDeprecationWarning``;
+    every other name keeps its own.
     Call it before anything imports Starlette (first thing in the program, or in a
     ``conftest.py``). Calling it again does nothing. Raises ``StarletteAliasError`` if the
     real Starlette is already imported, since its classes would then live beside triolette's.
@@ -98,9 +100,11 @@ def install_starlette_alias() -> None:
             "call triolette.compat.install_starlette_alias() (or 'import triolette.compat.starlette') "
             "first thing in your entry point or conftest.py."
         )
-    from triolette import applications
+    from triolette import applications, exceptions
 
     applications.Starlette = applications.Triolette  # type: ignore[attr-defined]  # Starlette's name for it
+    # Starlette's name for it, as warning filters write it: ignore::starlette.exceptions.StarletteDeprecationWarning
+    exceptions.StarletteDeprecationWarning = exceptions.TrioletteDeprecationWarning  # type: ignore[attr-defined]
     sys.meta_path.insert(0, _FINDER)
 
 
@@ -112,6 +116,7 @@ def uninstall_starlette_alias() -> None:
         sys.meta_path.remove(_FINDER)
     for name in [name for name in sys.modules if _aliased(name)]:
         del sys.modules[name]
-    from triolette import applications
+    from triolette import applications, exceptions
 
     applications.__dict__.pop("Starlette", None)
+    exceptions.__dict__.pop("StarletteDeprecationWarning", None)
