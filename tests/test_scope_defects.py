@@ -398,27 +398,14 @@ async def test_streaming_response_background_runs_after_a_disconnect_midway(auto
 # -- defect 9: is_disconnected() after body() answers the same every time --------------------
 
 
-async def test_is_disconnected_after_body_answers_the_same_every_time() -> None:
-    answers: set[bool] = set()
-
-    async def endpoint(request: Request) -> Response:
-        await request.body()
-        answers.add(await request.is_disconnected())
-        return PlainTextResponse("ok")
-
-    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])], cancel_on_disconnect=False)
-    for _ in range(60):  # trio shuffles the order of runnable tasks: try many orders
-        server = FakeServer()
-        server.request(b"body")
-        server.disconnect()  # already delivered by the server when the endpoint asks
-        await call(app, server, http_scope("POST", headers=[(b"content-length", b"4")]))
-    assert answers == {False}  # what the scope had seen when asked: the watcher had not read it yet
-
-
-@pytest.mark.parametrize("behind", ["route", "base-http-middleware"])
-async def test_is_disconnected_after_body_is_the_same_every_time_when_the_disconnect_cancels(behind: str) -> None:
-    """With ``cancel_on_disconnect`` (the default) the watcher, started at the app's first
-    yield, must not race the app's next step: the answer is given, and the same, every time."""
+@pytest.mark.parametrize(
+    ("behind", "cancel_on_disconnect"),
+    [("route", False), ("route", True), ("base-http-middleware", True)],
+    ids=["route-not-cancelled", "route-cancelled-on-disconnect", "base-http-middleware-cancelled-on-disconnect"],
+)
+async def test_is_disconnected_after_body_answers_the_same_every_time(behind: str, cancel_on_disconnect: bool) -> None:
+    """Whatever order trio runs the app and the watcher in: with ``cancel_on_disconnect``
+    the watcher, started at the app's first yield, must not race the app's next step."""
     outcomes: set[str] = set()
 
     async def ask(request: Request) -> None:
@@ -441,13 +428,17 @@ async def test_is_disconnected_after_body_is_the_same_every_time_when_the_discon
             return await call_next(request)
 
     middleware = [Middleware(Asking)] if behind == "base-http-middleware" else []
-    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])], middleware=middleware)
+    app = Triolette(
+        routes=[Route("/", endpoint, methods=["POST"])],
+        middleware=middleware,
+        cancel_on_disconnect=cancel_on_disconnect,
+    )
     for _ in range(60):  # trio shuffles the order of runnable tasks: try many orders
         server = FakeServer()
         server.request(b"body")
         server.disconnect()  # already delivered by the server when the app asks
         await call(app, server, http_scope("POST", headers=[(b"content-length", b"4")]))
-    assert outcomes == {"answered False"}  # what the scope had seen when asked
+    assert outcomes == {"answered False"}  # what the scope had seen when asked: the watcher had not read it yet
 
 
 # -- defect 11: one meaning for max_body_size, checked everywhere -----------------------------
