@@ -278,6 +278,28 @@ async def test_a_cancel_scope_around_the_asgi_call_cancels_a_background_task(
     assert server.sent[1]["body"] == b"ok"
 
 
+async def test_without_a_deadline_an_outer_cancellation_reaches_background_work_at_its_next_checkpoint() -> None:
+    events: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("ok", background=BackgroundTask(work))
+
+    app = Triolette(routes=[Route("/", endpoint)])
+    for _ in range(30):  # trio shuffles the order of runnable tasks: try many orders
+        around = trio.CancelScope()
+
+        async def work(around: trio.CancelScope = around) -> None:
+            around.cancel(reason="the server shuts down")
+            await trio.lowlevel.checkpoint()
+            events.append("ran on past its next checkpoint")  # pragma: no cover
+
+        server = Server({"type": "http.request"})
+        with around:
+            await app(http_scope(), server.receive, server.send)
+        assert around.cancelled_caught
+    assert events == []
+
+
 async def test_a_background_task_outlives_a_disconnect_while_a_middleware_holds_the_last_message(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -460,21 +460,25 @@ class RequestScope(WebSocketSide):
     async def run_background(self, background: Callable[[], Awaitable[None]]) -> None:
         """Run a response's background work, out of reach of the disconnect and the deadline.
 
-        The work runs shielded from the request's own cancel scope (the client leaving, the
-        deadline), which stays as it is for the request's other tasks, but not from the
-        scopes around the ASGI call: a task beside it in the request nursery, cancelled by
-        whatever the shield keeps out, passes on a cancellation that did not come from the
-        request itself (a server that shuts down, hypercorn's own worker among them, as on
-        Starlette). Shutdown reaches it too: ``cancel()`` cancels the shielded scope.
+        Once the response is complete a disconnect cancels nothing (``_on_disconnect``), so
+        a request without a deadline runs the work unshielded: a cancel scope around the
+        ASGI call (a server that shuts down, hypercorn's own worker among them) cancels it
+        at its next checkpoint, as on Starlette. A request with a deadline runs it shielded,
+        so that the deadline stays with the request's other tasks; a task beside it in the
+        request nursery, cancelled by whatever the shield keeps out, then passes on a
+        cancellation from outside the request (one scheduling step later). A request already
+        cancelled (the client left mid-response) runs it shielded. Shutdown reaches it in
+        every case: ``cancel()`` cancels the work's scope, also before the work starts.
         """
         request = self._request_nursery.cancel_scope
-        with trio.CancelScope(shield=True) as cs:
+        shielded = request.cancel_called or request.deadline != math.inf
+        with trio.CancelScope(shield=shielded) as cs:
             self._background_scope = cs
             if self._stopped is not None:  # cancel() came before the background work started
                 cs.cancel(reason=self._stopped)
             relay = trio.CancelScope()
             relayed: trio.Event | None = None
-            if not request.cancel_called:
+            if shielded and not request.cancel_called:
                 relayed = trio.Event()
                 self._request_nursery.start_soon(self._pass_on_outer_cancellation, relay, relayed, cs)
             try:
