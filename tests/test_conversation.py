@@ -150,6 +150,14 @@ def test_inbox_follows_the_body_to_its_end() -> None:
     assert inbox.watch_only_for_disconnect()
 
 
+@pytest.mark.parametrize("message", [None, "http.request", {"body": b"x"}, 42], ids=["none", "str", "no-type", "int"])
+def test_inbox_refuses_what_is_not_an_asgi_message_saying_so(message: Any) -> None:
+    inbox = Inbox(False)
+    with pytest.raises(TypeError, match=r"^receive\(\) returned .*, not an ASGI message: a dict with a 'type'$"):
+        inbox.received(message)
+    assert inbox.state is conv.BODY
+
+
 @pytest.mark.parametrize("limit", [None, 3])
 def test_a_body_the_app_reads_itself_is_counted_in_the_same_step(limit: int | None) -> None:
     inbox = Inbox(False, limit=limit)

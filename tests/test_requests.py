@@ -558,3 +558,22 @@ def test_request_is_disconnected_once_the_response_is_complete() -> None:
     client = TestClient(Triolette(routes=[Route("/", endpoint)]))
     assert client.get("/").text == "ok"
     assert seen == [False, True]
+
+
+async def test_a_receive_that_returns_no_message_is_a_type_error_that_says_so() -> None:
+    async def endpoint(request: Request) -> Response:
+        await request.body()
+        return Response("unreachable")  # pragma: no cover
+
+    async def receive() -> Any:
+        return None  # a broken server or test harness
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    app = Triolette(routes=[Route("/", endpoint, methods=["POST"])])
+    with trio.fail_after(5), pytest.raises(TypeError, match=r"^receive\(\) returned None, not an ASGI message"):
+        await app(http_scope(method="POST", headers=[(b"content-length", b"1")]), receive, send)
+    assert sent[0]["status"] == 500

@@ -194,7 +194,10 @@ class Inbox(BodyLimit):
         With ``count`` (the app reads the message itself, nothing is buffered), a body chunk
         is counted against the limit at once, in the same step: ``BodyTooLarge`` past it.
         """
-        kind = message["type"]
+        try:
+            kind = message["type"]
+        except (TypeError, KeyError, IndexError):
+            raise TypeError(f"receive() returned {message!r}, not an ASGI message: a dict with a 'type'") from None
         if kind == "http.request":
             state = self.state
             if state is not BODY and state is not CLOSING:
