@@ -476,17 +476,17 @@ class RequestScope(WebSocketSide):
             self._background_scope = cs
             if self._stopped is not None:  # cancel() came before the background work started
                 cs.cancel(reason=self._stopped)
-            relay = trio.CancelScope()
-            relayed: trio.Event | None = None
+            relay: trio.CancelScope | None = None
+            relayed = trio.Event()
             if shielded and not request.cancel_called:
-                relayed = trio.Event()
+                relay = trio.CancelScope()
                 self._request_nursery.start_soon(self._pass_on_outer_cancellation, relay, relayed, cs)
             try:
                 await background()
             finally:
                 self._background_scope = None
-                relay.cancel()
-                if relayed is not None:
+                if relay is not None:
+                    relay.cancel()
                     with trio.CancelScope(shield=True):
                         await relayed.wait()  # at once: no task of ours outlives the work
 

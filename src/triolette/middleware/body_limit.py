@@ -61,7 +61,7 @@ class RequestBodyLimitMiddleware:
                     # inside this one read the body): the 413 is this middleware's to send.
                     if rs.response_started:
                         raise
-                    await _too_large(scope, receive, send)
+                    await answer_too_large(scope, receive, send)
                 return
         # A receive of a middleware's (or of a server, with no RequestScope): count what the app receives.
         await RequestBodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
@@ -153,7 +153,7 @@ class RequestBodyLimitResponder:
         except BodyTooLarge:
             if self.response_started:
                 raise
-            await _too_large(scope, receive, send)
+            await answer_too_large(scope, receive, send)
         except _ResponseReplaced:
             pass
         finally:
@@ -178,7 +178,7 @@ class RequestBodyLimitResponder:
         if message["type"] == "http.response.start":
             self.response_started = True
             if self.limit.declared_over:
-                await _too_large(self.scope, self.receive, self.send)
+                await answer_too_large(self.scope, self.receive, self.send)
                 raise _ResponseReplaced
         await self.send(message)
 
@@ -186,5 +186,6 @@ class RequestBodyLimitResponder:
 _NOT_CALLED = "RequestBodyLimitResponder.{} is not set until the responder is called as an ASGI app"
 
 
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+async def answer_too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    """The 413 for a body over its limit (this middleware's, and ServerErrorMiddleware's)."""
     await PlainTextResponse("Content Too Large", status_code=413)(scope, receive, send)

@@ -13,6 +13,7 @@ import traceback
 from triolette._conversation import BodyTooLarge
 from triolette._exception_handler import ResponseWatch, call_handler
 from triolette._scope import INTERNAL_EXCEPTIONS, SCOPE_KEY, RequestScope
+from triolette.middleware.body_limit import answer_too_large
 from triolette.requests import Request
 from triolette.responses import HTMLResponse, PlainTextResponse, Response
 from triolette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
@@ -66,6 +67,11 @@ def _explain_asyncio_only_code(exc: BaseException) -> None:
         exc.add_note(_ASYNCIO_ONLY_NOTE)
 
 
+def _response_started(watch: ResponseWatch | None, rs: RequestScope | None) -> bool:
+    """Whether the app started its response: the watch on a wrapped send, else the scope knows."""
+    return watch.started if watch is not None else rs is not None and rs.response_started
+
+
 class ServerErrorMiddleware:
     """Answers an unhandled exception with a 500 (a traceback page with ``debug=True``), then re-raises it.
 
@@ -91,9 +97,9 @@ class ServerErrorMiddleware:
         except BodyTooLarge:
             # A middleware read the body past the app's max_body_size, outside the exception
             # middleware: the client's fault, answered 413 as the limit's own middleware does.
-            if watch.started if watch is not None else rs is not None and rs.response_started:
+            if _response_started(watch, rs):
                 raise
-            await PlainTextResponse("Content Too Large", status_code=413)(scope, receive, send)
+            await answer_too_large(scope, receive, send)
         except Exception as exc:
             if isinstance(exc, INTERNAL_EXCEPTIONS):
                 raise
@@ -101,8 +107,7 @@ class ServerErrorMiddleware:
             # The handler runs for every unhandled exception (it may log or report it); its
             # response is sent only if the app had not started one.
             response = await self.build_response(Request(scope), exc)
-            started = watch.started if watch is not None else rs is not None and rs.response_started
-            if response is not None and not started:
+            if response is not None and not _response_started(watch, rs):
                 await response(scope, receive, send)
             raise
 
